@@ -1,0 +1,116 @@
+"""Child-process side of the LiteRT adapters: loads models with ai-edge-litert (or the
+tflite_runtime fallback) and either runs a batch of inputs or times models interleaved.
+
+Invoked as ``python -m qat_harness.devices.litert_worker request.json response.json``; see
+``devices.isolation``. Keep this module free of TensorFlow imports: it must start fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _interpreter_module():
+    try:
+        from ai_edge_litert import interpreter as litert
+        return litert, "ai-edge-litert"
+    except ImportError:  # optional fallback, e.g. a numpy-1 environment with tflite_runtime
+        from tflite_runtime import interpreter as litert  # type: ignore
+        return litert, "tflite_runtime"
+
+
+def make_interpreter(model_path: str, resolver: str, num_threads: int | None,
+                     delegate: dict | None = None):
+    litert, _ = _interpreter_module()
+    kwargs = {"model_path": model_path}
+    if num_threads:
+        kwargs["num_threads"] = num_threads
+    if resolver == "ref":
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
+    elif resolver == "builtin-no-delegates":
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if delegate:
+        kwargs["experimental_delegates"] = [
+            litert.load_delegate(delegate["library"], delegate.get("options", {}))]
+    interp = litert.Interpreter(**kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def _invoke(interp, x: np.ndarray) -> np.ndarray:
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    interp.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"], copy=False))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+def run_batch(req: dict) -> dict:
+    interp = make_interpreter(req["model"], req["resolver"], req.get("num_threads"), req.get("delegate"))
+    inputs = np.load(req["inputs"], allow_pickle=False)
+    outs = np.stack([_invoke(interp, inputs[i:i + 1])[0] for i in range(len(inputs))])
+    np.save(req["outputs"], outs, allow_pickle=False)
+    return {"ok": True, "n": int(len(inputs)), "ops": _ops_summary(interp)}
+
+
+def _ops_summary(interp) -> dict:
+    """Which ops the interpreter's execution plan holds: 'DELEGATE' nodes mean a delegate
+    (XNNPACK by default) took a partition; every other name ran on a builtin kernel."""
+    try:
+        details = interp._get_ops_details()  # noqa: SLF001 - the only way to see the plan
+    except Exception:  # noqa: BLE001 - absent on older runtimes
+        return {}
+    names = [d.get("op_name", "?") for d in details]
+    return {"plan": names}
+
+
+def bench(req: dict) -> dict:
+    """Interleaved timing: a, b, a, b, ... on the same input, until every model has at least
+    ``min_runs`` runs and ``min_seconds`` have passed (or ``max_runs``)."""
+    labels = list(req["models"])
+    interps, inputs, first = {}, {}, {}
+    for label in labels:
+        interps[label] = make_interpreter(req["models"][label], req["resolver"],
+                                          req.get("num_threads"), req.get("delegate"))
+        inputs[label] = np.load(req["inputs"][label], allow_pickle=False)
+        t0 = time.perf_counter()
+        _invoke(interps[label], inputs[label])
+        first[label] = (time.perf_counter() - t0) * 1e3
+    for _ in range(req["warmup_runs"]):
+        for label in labels:
+            _invoke(interps[label], inputs[label])
+    times = {label: [] for label in labels}
+    start = time.perf_counter()
+    n = 0
+    while n < req["max_runs"] and (n < req["min_runs"] or time.perf_counter() - start < req["min_seconds"]):
+        for label in labels:
+            interp, x = interps[label], inputs[label]
+            inp = interp.get_input_details()[0]
+            interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
+            t0 = time.perf_counter()
+            interp.invoke()
+            times[label].append((time.perf_counter() - t0) * 1e3)
+        n += 1
+    return {"times_ms": times, "first_invoke_ms": first,
+            "ops": {label: _ops_summary(interps[label]) for label in labels}}
+
+
+def main(argv: list[str]) -> int:
+    req_path, resp_path = Path(argv[0]), Path(argv[1])
+    req = json.loads(req_path.read_text())
+    try:
+        result = {"run": run_batch, "bench": bench}[req["mode"]](req)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as a DeviceError
+        tb = traceback.format_exc(limit=2).strip().splitlines()[-1]
+        result = {"error": f"{type(exc).__name__}: {exc}".strip()[:400] or tb, "kind": "failed"}
+    resp_path.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""pytest plugin (entry point ``pytest11``): ``--device`` selects where conformance tests run.
+
+Modelled on playwright-pytest's ``--browser``: ``--device`` may be given several times; tests
+that use the ``device_name`` / ``device`` fixtures are parametrized once per device; markers
+``only_device("x")`` and ``skip_device("x", reason=...)`` narrow a test. A device that was asked
+for and is absent stops the session at once with the reason (exit code 4), never a silently
+all-skipped green run. Probes are cached for the session.
+
+This module is imported by every pytest run where qat-harness is installed, so it must not
+import TensorFlow or touch any device unless a test asks for one."""
+from __future__ import annotations
+
+import pytest
+
+DEFAULT_DEVICE = "cpu"
+_probe_cache: dict[str, object] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qat-harness", "qat-harness device conformance")
+    group.addoption("--device", action="append", dest="qat_devices", default=None, metavar="NAME",
+                    help="device to run conformance tests on (repeatable; default: cpu). "
+                         "See `qat-harness devices`.")
+    group.addoption("--conformance-models", dest="qat_models", default="digits_cnn",
+                    help="comma-separated registry models for the conformance tests (default: digits_cnn)")
+    group.addoption("--strict-perf", action="store_true", dest="qat_strict_perf",
+                    help="a FAIL of a latency claim (C2/C3) fails the test instead of xfail")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "only_device(name, ...): run this test only on these devices")
+    config.addinivalue_line("markers", "skip_device(name, reason=''): never run this test on this device")
+    explicit = config.getoption("qat_devices", default=None)
+    if explicit:
+        for name in explicit:
+            availability = probe_device(name)
+            if not availability.available:
+                raise pytest.UsageError(f"--device={name} was requested but is not available: "
+                                        f"{availability.reason}")
+
+
+def requested_devices(config: pytest.Config) -> list[str]:
+    names = config.getoption("qat_devices", default=None) or [DEFAULT_DEVICE]
+    return list(dict.fromkeys(names))
+
+
+def probe_device(name: str):
+    """Availability of a device, probed once per session."""
+    if name not in _probe_cache:
+        from qat_harness.devices import registry
+        from qat_harness.devices.base import Availability
+
+        if name not in registry.names():
+            _probe_cache[name] = Availability(False, f"unknown device; known: {', '.join(registry.names())}")
+        else:
+            _probe_cache[name] = registry.create(name).probe()
+    return _probe_cache[name]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device_name" in metafunc.fixturenames:
+        metafunc.parametrize("device_name", requested_devices(metafunc.config), scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        device = callspec.params.get("device_name") if callspec else None
+        if device is None:
+            continue
+        only = item.get_closest_marker("only_device")
+        if only and device not in only.args:
+            item.add_marker(pytest.mark.skip(reason=f"only runs on {', '.join(only.args)}"))
+        for mark in item.iter_markers("skip_device"):
+            if device in mark.args:
+                item.add_marker(pytest.mark.skip(reason=mark.kwargs.get("reason") or f"not on {device}"))
+
+
+@pytest.fixture(scope="session")
+def device(device_name: str):
+    """The adapter for the device this test instance runs on."""
+    from qat_harness.devices import registry
+
+    availability = probe_device(device_name)
+    if not availability.available:
+        pytest.skip(f"{device_name} not available: {availability.reason}")
+    dev = registry.create(device_name)
+    yield dev
+    dev.close()
+
+
+@pytest.fixture(scope="session")
+def conformance_models(pytestconfig: pytest.Config) -> list[str]:
+    return [m.strip() for m in pytestconfig.getoption("qat_models").split(",") if m.strip()]
+
+
+@pytest.fixture(scope="session")
+def conformance_report(tmp_path_factory, conformance_models, pytestconfig):
+    """One conformance run over the selected models and every requested device, shared by
+    the session's conformance tests; returns the report's data dict."""
+    from qat_harness import pipeline
+
+    out = tmp_path_factory.mktemp("conformance")
+    opts = pipeline.RunOptions(models=conformance_models, devices=requested_devices(pytestconfig),
+                               out=out, eval_limit=None)
+    report = pipeline.run(opts)
+    return report.data
+
+
+def assert_verdict(claim: dict, strict_perf: bool = False) -> None:
+    """Map a claim verdict onto a test outcome: PASS/WARN pass (WARN with a warning), SKIP
+    skips, FAIL/ERROR fail; a latency claim's FAIL is an xfail unless --strict-perf, because it
+    is a measurement of this hardware, not a defect of the model or the harness."""
+    import warnings
+
+    text = f"{claim['id']} {claim['model']} on {claim['device']}: {claim['verdict']}: {claim['reason']}"
+    verdict = claim["verdict"]
+    if verdict == "SKIP":
+        pytest.skip(text)
+    if verdict == "WARN":
+        warnings.warn(text)
+        return
+    if verdict == "FAIL" and claim["id"] in ("C2-cpu-latency", "C3-accel") and not strict_perf:
+        pytest.xfail(text)
+    assert verdict == "PASS", text
