@@ -20,7 +20,8 @@ from qat_harness.errors import UsageError
 CACHE_FORMAT = 1
 _KEY_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy", "scikit-learn")
 _KEY_SOURCES = ("models/reference.py", "models/registry.py", "models/datasets.py",
-                "harness/training.py", "harness/convert.py", "harness/artifacts.py")
+                "harness/training.py", "harness/convert.py", "harness/artifacts.py",
+                "harness/bitwidth.py")
 
 
 def default_dir() -> Path:

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path of TFLite's Android benchmark_model binary (default: $QAT_BENCHMARK_MODEL)")
     r.add_argument("--nnapi-accelerator", default=None, help="NNAPI accelerator name to pin")
     r.add_argument("--edgetpu-device", default=None, help="Edge TPU device: usb, usb:N, pci, pci:N")
+    r.add_argument("--skip-bitwidth", action="store_true",
+                   help="skip the C6 probe (4-bit QAT has no TFLite deployment path)")
     r.add_argument("--fail-on", choices=["never", "error", "fail", "warn"], default="error",
                    help="exit 1 when any verdict is at least this bad (default: error)")
 
@@ -161,7 +163,8 @@ def cmd_run(args) -> int:
         limit_per_class=args.limit_per_class, eval_limit=args.eval_limit,
         bench=BenchSettings(warmup_runs=args.warmup, min_runs=args.min_runs,
                             min_seconds=args.min_seconds, num_threads=args.threads),
-        cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=dev_opts)
+        cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=dev_opts,
+        check_bit_widths=not args.skip_bitwidth)
     report = pipeline.run(opts, progress=console.log)
     elapsed = time.perf_counter() - started
     print_summary(report)

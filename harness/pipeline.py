@@ -37,6 +37,7 @@ class RunOptions:
     use_cache: bool = True
     device_options: dict = dataclasses.field(default_factory=dict)
     run_timeout_s: float = 600.0
+    check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
 
 
 def run(opts: RunOptions, progress=lambda msg: None) -> Report:
@@ -47,6 +48,10 @@ def run(opts: RunOptions, progress=lambda msg: None) -> Report:
     devices = _open_devices(opts, report)
     cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
     try:
+        if opts.check_bit_widths:
+            progress("C6: probing other bit widths (4-bit QAT)")
+            report.add_claim(_bit_width_claim(cache))
+            report.save()
         for name in opts.models:
             try:
                 ModelRun(name, opts, devices, cache, report, progress).execute()
@@ -59,6 +64,24 @@ def run(opts: RunOptions, progress=lambda msg: None) -> Report:
             dev.close()
         report.finish()
     return report
+
+
+def _bit_width_claim(cache) -> ClaimResult:
+    """Claim C6, computed once per library set and kept in the artifact cache."""
+    import json
+
+    from qat_harness import bitwidth
+    from qat_harness.cache import cache_key
+
+    key = cache_key({"probe": "bitwidth", "configs": bitwidth.CONFIGS})
+    entry = cache.lookup(key)
+    if entry is None:
+        result = bitwidth.check_bit_widths()
+        if result.verdict is claims.Verdict.ERROR:
+            return result  # never cache a failed probe
+        entry = cache.store(key, lambda folder: (folder / "outcomes.json").write_text(
+            json.dumps(result.details["outcomes"])))
+    return bitwidth.judge(json.loads((entry / "outcomes.json").read_text()))
 
 
 def _options_summary(opts: RunOptions) -> dict:

@@ -94,3 +94,15 @@ def test_every_claim_result_serialises_with_required_fields():
     d = claims.size_claim("m", 4000, 1000).to_dict()
     assert {"id", "model", "device", "verdict", "measured", "expected", "reason"} <= set(d)
     assert d["verdict"] == "PASS" and d["id"] in claims.CLAIMS
+
+
+def test_bit_width_judgement():
+    from qat_harness.bitwidth import judge
+
+    refused = {"trained": True, "converted": False, "failure": "tfl.conv_2d does not accept i4 tensors"}
+    stored8 = {"trained": True, "converted": True, "max_weight_levels": 15, "narrow_tensor_types": []}
+    narrow = {"trained": True, "converted": True, "max_weight_levels": 15, "narrow_tensor_types": ["int4"]}
+    ok = judge({"W4A4": refused, "W4A8": stored8})
+    assert ok.verdict is Verdict.PASS and "15 levels" in ok.reason and "refused" in ok.reason
+    assert judge({"W4A8": narrow}).verdict is Verdict.FAIL
+    assert judge({"W4A8": {"trained": None, "converted": False, "failure": "crash"}}).verdict is Verdict.ERROR

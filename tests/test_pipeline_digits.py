@@ -1,0 +1,101 @@
+"""End to end on digits_cnn: train, QAT, convert, inspect, run on the CPU, judge the claims,
+write the report; then again from the artifact cache."""
+import json
+
+import pytest
+
+from qat_harness import cli
+
+pytestmark = pytest.mark.slow
+
+FAST_BENCH = ["--min-runs", "15", "--min-seconds", "0.3", "--warmup", "2"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits-run1")
+    code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(out),
+                     "--fail-on", "never", *FAST_BENCH])
+    return code, out, json.loads((out / "report.json").read_text())
+
+
+def _claim(report, cid, device="any"):
+    found = [c for c in report["claims"] if c["id"] == cid and c["device"] == device]
+    assert len(found) == 1, f"{cid}/{device}: {found}"
+    return found[0]
+
+
+def test_report_has_schema_environment_and_claims(first_run):
+    code, out, report = first_run
+    assert code == 0
+    assert report["schema_version"] == 1 and report["status"] == "complete"
+    env = report["environment"]
+    assert env["libraries"]["tensorflow"].startswith("2.") and env["cpu"]["logical_cores"] >= 1
+    for c in report["claims"]:
+        assert {"id", "model", "device", "verdict", "measured", "expected", "reason"} <= set(c)
+        assert c["verdict"] in {"PASS", "WARN", "FAIL", "SKIP", "ERROR"}
+    assert (out / "report.md").read_text().startswith("# qat-harness conformance report")
+
+
+def test_size_full_integer_and_per_axis_claims(first_run):
+    _, _, report = first_run
+    assert _claim(report, "C1-size")["measured"] >= 3.5
+    assert _claim(report, "C4-full-int")["verdict"] == "PASS"
+    assert _claim(report, "C5-per-axis")["verdict"] == "PASS"
+    assert _claim(report, "M3-bn-fold")["verdict"] == "PASS"
+
+
+def test_agreement_and_accuracy_on_cpu(first_run):
+    _, _, report = first_run
+    a2 = _claim(report, "A2-agreement", "cpu")
+    assert a2["measured"] >= 0.95, a2["reason"]
+    assert a2["details"]["wilson"]["n"] == 360
+    a1 = _claim(report, "A1-accuracy", "cpu")
+    assert a1["verdict"] in {"PASS", "WARN"}, a1["reason"]
+    assert a1["details"]["float_top1"] > 0.9
+
+
+def test_latency_claim_has_ratio_and_interval(first_run):
+    _, _, report = first_run
+    c2 = _claim(report, "C2-cpu-latency", "cpu")
+    ci = c2["details"]["ratio_ci"]
+    assert c2["measured"] > 0 and ci["ci_low"] <= ci["ratio"] <= ci["ci_high"]
+    raw = report["models"]["digits_cnn"]["devices"]["cpu"]["latency_raw_ms"]
+    assert len(raw["float"]) == len(raw["qat_int8"]) >= 15
+
+
+def test_reference_kernel_comparison_is_recorded(first_run):
+    _, _, report = first_run
+    diff = report["models"]["digits_cnn"]["devices"]["cpu"]["vs_reference_kernels"]
+    assert diff["max_steps"] <= 2, diff
+
+
+def test_second_run_reuses_cached_artifacts(first_run, tmp_path):
+    _, _, report1 = first_run
+    assert report1["models"]["digits_cnn"]["artifacts"]["from_cache"] is False
+    code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
+                     "--fail-on", "never", *FAST_BENCH])
+    report2 = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0
+    art = report2["models"]["digits_cnn"]["artifacts"]
+    assert art["from_cache"] is True
+    assert art["folder"] == report1["models"]["digits_cnn"]["artifacts"]["folder"]
+    assert _claim(report2, "C1-size")["measured"] == _claim(report1, "C1-size")["measured"]
+
+
+def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp_path, capsys):
+    _, _, report1 = first_run
+    folder = report1["models"]["digits_cnn"]["artifacts"]["folder"]
+    qat = f"{folder}/qat_int8.tflite"
+    good = open(qat, "rb").read()
+    try:
+        open(qat, "wb").write(good[: len(good) // 3])
+        code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
+                         "--fail-on", "error", *FAST_BENCH])
+    finally:
+        open(qat, "wb").write(good)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == cli.EXIT_GATE
+    assert _claim(report, "C4-full-int")["verdict"] == "ERROR"
+    assert any("qat_int8" in n["text"] for n in report["notes"])
+    assert "Traceback" not in capsys.readouterr().err

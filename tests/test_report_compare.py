@@ -1,0 +1,58 @@
+"""Report rendering, comparison between runs and the nightly history."""
+import copy
+import json
+
+from qat_harness import claims, compare, history
+from qat_harness.report import Report
+
+
+def _report(tmp_path, verdict_c1=4000, median=1.0):
+    env = {"cpu": {"model": "test cpu", "machine": "x86_64", "logical_cores": 2, "flags": ["avx2"]},
+           "num_threads": 2, "libraries": {"tensorflow": "2.21.0"}, "harness_version": "0"}
+    r = Report(tmp_path, env, {})
+    r.add_claim(claims.size_claim("m", verdict_c1, 1000))
+    r.model("m", {"description": "test"})["devices"] = {
+        "cpu": {"latency": {"qat_int8": {"median_ms": median, "p90_ms": median, "n": 10,
+                                         "min_ms": median, "std_ms": 0.0}}}}
+    r.finish()
+    return r
+
+
+def test_report_json_and_markdown(tmp_path):
+    r = _report(tmp_path)
+    data = json.loads(r.json_path.read_text())
+    assert data["status"] == "complete" and data["claims"][0]["id"] == "C1-size"
+    md = r.md_path.read_text()
+    assert "| C1-size | m | any | **PASS** |" in md
+
+
+def test_partial_report_is_valid_json_while_running(tmp_path):
+    env = {"cpu": {"model": "x", "machine": "x", "logical_cores": 1, "flags": []}, "num_threads": 1,
+           "libraries": {}}
+    r = Report(tmp_path, env, {})
+    r.add_claim(claims.size_claim("m", 4000, 1000))
+    r.save()
+    data = json.loads(r.json_path.read_text())
+    assert data["status"] == "running" and len(data["claims"]) == 1
+
+
+def test_compare_finds_verdict_and_latency_regressions(tmp_path):
+    base = _report(tmp_path / "a").data
+    cur = copy.deepcopy(_report(tmp_path / "b", verdict_c1=2000, median=1.5).data)
+    result = compare.compare(base, cur, latency_tolerance=0.1)
+    whats = [r["what"] for r in result["regressions"]]
+    assert "verdict PASS -> FAIL" in whats
+    assert any("+50%" in w for w in whats)
+    assert not compare.compare(base, base)["regressions"]
+
+
+def test_history_records_runs_and_finds_the_previous_one(tmp_path):
+    db = tmp_path / "history.sqlite"
+    r1, r2 = _report(tmp_path / "a"), _report(tmp_path / "b")
+    id1 = history.record(db, r1.data, r1.json_path)
+    id2 = history.record(db, r2.data, r2.json_path)
+    assert history.previous_report(db, id2) == r1.json_path
+    assert history.previous_report(db, id1) is None
+    conn = history.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 2
+    assert conn.execute("SELECT median_ms FROM latency WHERE run_id=?", (id2,)).fetchone()[0] == 1.0
