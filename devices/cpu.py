@@ -80,14 +80,13 @@ class CpuDevice(LiteRTDevice):
     name = "cpu"
 
     def _delegation(self, ops: dict) -> Delegation | None:
-        plan = ops.get("plan")
-        if plan is None:
+        if "ops_total" not in ops:
             return None
-        # After XNNPACK takes partitions, the plan holds one DELEGATE node per partition plus
-        # the builtin ops it did not take.
-        left = [n for n in plan if n != "DELEGATE"]
-        return Delegation(backend="xnnpack", details={"partitions": plan.count("DELEGATE"),
-                                                      "cpu_builtin_ops": left})
+        return Delegation(backend="xnnpack", ops_total=ops["ops_total"],
+                          ops_delegated=len(ops["delegated"]),
+                          fallback=[(name, "not taken by XNNPACK: builtin kernel")
+                                    for name in ops["cpu_ops"]],
+                          details={"partitions": ops["partitions"]})
 
 
 class CpuRefDevice(LiteRTDevice):

@@ -59,14 +59,33 @@ def run_batch(req: dict) -> dict:
 
 
 def _ops_summary(interp) -> dict:
-    """Which ops the interpreter's execution plan holds: 'DELEGATE' nodes mean a delegate
-    (XNNPACK by default) took a partition; every other name ran on a builtin kernel."""
+    """Which of the model's ops a delegate (XNNPACK by default) took.
+
+    After delegation the node list holds the original ops plus one DELEGATE node per
+    partition; the replaced originals stay listed. A partition's ops are found by walking
+    back from the DELEGATE node's output tensors through their producers until reaching the
+    DELEGATE node's input tensors."""
     try:
-        details = interp._get_ops_details()  # noqa: SLF001 - the only way to see the plan
+        details = interp._get_ops_details()  # noqa: SLF001 - the only way to see the graph
     except Exception:  # noqa: BLE001 - absent on older runtimes
         return {}
-    names = [d.get("op_name", "?") for d in details]
-    return {"plan": names}
+    original = [d for d in details if d.get("op_name") != "DELEGATE"]
+    producer = {int(t): d["index"] for d in original for t in d["outputs"]}
+    by_index = {d["index"]: d for d in original}
+    delegated: set[int] = set()
+    partitions = [d for d in details if d.get("op_name") == "DELEGATE"]
+    for part in partitions:
+        boundary = {int(t) for t in part["inputs"]}
+        stack = [int(t) for t in part["outputs"]]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node in delegated:
+                continue
+            delegated.add(node)
+            stack += [int(t) for t in by_index[node]["inputs"] if int(t) not in boundary and int(t) >= 0]
+    return {"ops_total": len(original), "partitions": len(partitions),
+            "delegated": sorted(delegated),
+            "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
 
 
 def bench(req: dict) -> dict:

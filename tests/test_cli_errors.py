@@ -62,7 +62,7 @@ def test_weights_that_do_not_match_the_model(capsys, tmp_path):
     other.save_weights(str(weights))
     out = tmp_path / "out"
     code, err = _run(capsys, "run", "--models", "mobilenet_v1", "--input-size", "32",
-                     "--weights", str(weights), "--out", str(out))
+                     "--weights", str(weights), "--out", str(out), "--skip-bitwidth")
     assert code == cli.EXIT_USAGE
     _assert_one_line(err, "does not match")
     report = json.loads((out / "report.json").read_text())

@@ -8,14 +8,20 @@ from qat_harness import cli
 
 pytestmark = pytest.mark.slow
 
-FAST_BENCH = ["--min-runs", "15", "--min-seconds", "0.3", "--warmup", "2"]
+FAST_BENCH = ["--min-runs", "15", "--min-seconds", "0.3", "--warmup", "2", "--skip-bitwidth"]
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def own_cache(tmp_path_factory):
+    """A cache of this module's own, so the first run is really cold."""
+    return ["--cache-dir", str(tmp_path_factory.mktemp("digits-cache"))]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, own_cache):
     out = tmp_path_factory.mktemp("digits-run1")
     code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(out),
-                     "--fail-on", "never", *FAST_BENCH])
+                     "--fail-on", "never", *own_cache, *FAST_BENCH])
     return code, out, json.loads((out / "report.json").read_text())
 
 
@@ -64,17 +70,25 @@ def test_latency_claim_has_ratio_and_interval(first_run):
     assert len(raw["float"]) == len(raw["qat_int8"]) >= 15
 
 
+def test_xnnpack_delegation_is_recorded(first_run):
+    _, _, report = first_run
+    deleg = report["models"]["digits_cnn"]["devices"]["cpu"]["delegation"]["qat_int8"]
+    assert deleg["backend"] == "xnnpack" and deleg["ops_total"] == 11
+    assert 0 < deleg["ops_delegated"] <= deleg["ops_total"]
+    assert len(deleg["fallback"]) == deleg["ops_total"] - deleg["ops_delegated"]
+
+
 def test_reference_kernel_comparison_is_recorded(first_run):
     _, _, report = first_run
     diff = report["models"]["digits_cnn"]["devices"]["cpu"]["vs_reference_kernels"]
     assert diff["max_steps"] <= 2, diff
 
 
-def test_second_run_reuses_cached_artifacts(first_run, tmp_path):
+def test_second_run_reuses_cached_artifacts(first_run, tmp_path, own_cache):
     _, _, report1 = first_run
     assert report1["models"]["digits_cnn"]["artifacts"]["from_cache"] is False
     code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
-                     "--fail-on", "never", *FAST_BENCH])
+                     "--fail-on", "never", *own_cache, *FAST_BENCH])
     report2 = json.loads((tmp_path / "report.json").read_text())
     assert code == 0
     art = report2["models"]["digits_cnn"]["artifacts"]
@@ -83,7 +97,7 @@ def test_second_run_reuses_cached_artifacts(first_run, tmp_path):
     assert _claim(report2, "C1-size")["measured"] == _claim(report1, "C1-size")["measured"]
 
 
-def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp_path, capsys):
+def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp_path, capsys, own_cache):
     _, _, report1 = first_run
     folder = report1["models"]["digits_cnn"]["artifacts"]["folder"]
     qat = f"{folder}/qat_int8.tflite"
@@ -91,7 +105,7 @@ def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp
     try:
         open(qat, "wb").write(good[: len(good) // 3])
         code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
-                         "--fail-on", "error", *FAST_BENCH])
+                         "--fail-on", "error", *own_cache, *FAST_BENCH])
     finally:
         open(qat, "wb").write(good)
     report = json.loads((tmp_path / "report.json").read_text())

@@ -1,0 +1,570 @@
+"""Read a .tflite flatbuffer and answer the structural claims about it: full-integer (C4),
+per-axis weight quantization (C5) and BatchNorm folding (M3).
+
+Parses with the flatbuffer schema bindings that ship inside ai-edge-litert
+(``ai_edge_litert/schema_py_generated.py``), loaded straight from the file so that neither
+TensorFlow nor the LiteRT runtime library is loaded: inspecting a model stays cheap.
+
+Only the main subgraph (index 0) is walked for ops; ``ModelInfo.n_subgraphs`` says whether
+there are others (control flow bodies), and the checks mention it when there are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import struct
+import sys
+from pathlib import Path
+
+FILE_IDENTIFIER = b"TFL3"
+
+# Weight-bearing ops: position of the weight among the inputs and the axis that holds the
+# output channels in TFLite's weight layout (conv OHWI, depthwise 1HWO, FC [out, in]).
+WEIGHT_OPS = {
+    "CONV_2D": (1, 0),
+    "DEPTHWISE_CONV_2D": (1, 3),
+    "FULLY_CONNECTED": (1, 0),
+    "TRANSPOSE_CONV": (1, 0),  # inputs are (output_shape, weights, activation[, bias])
+}
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
+DENSE_OPS = ("FULLY_CONNECTED",)
+FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
+INTEGER_OK_DTYPES = frozenset({"int8", "int32"})  # what C4 literally asks of every tensor
+
+
+class InvalidModel(Exception):
+    """The bytes are not a readable .tflite model; the message is one line."""
+
+
+# -- schema -----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _schema():
+    """The generated schema module. Loaded from its file rather than via ``import
+    ai_edge_litert...``: the package ``__init__`` dlopens the whole LiteRT runtime."""
+    name = "ai_edge_litert.schema_py_generated"
+    if name in sys.modules:
+        return sys.modules[name]
+    pkg = importlib.util.find_spec("ai_edge_litert")  # locates without importing
+    if pkg is None or not pkg.submodule_search_locations:
+        raise RuntimeError("ai-edge-litert is not installed: it provides the .tflite schema")
+    for folder in pkg.submodule_search_locations:
+        path = Path(folder) / "schema_py_generated.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("qat_harness._tflite_schema", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise RuntimeError("ai-edge-litert has no schema_py_generated.py: unsupported version")
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@functools.lru_cache(maxsize=1)
+def _tensor_type_names() -> dict[int, str]:
+    return {code: name.lower() for code, name in _enum_names(_schema().TensorType).items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_names() -> dict[int, str]:
+    return _enum_names(_schema().BuiltinOperator)
+
+
+# -- data model -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: list
+    is_constant: bool  # has buffer data (inside the flatbuffer, after it, or in an external file)
+    scales: list | None
+    zero_points: list | None
+    quantized_dimension: int | None
+    data_bytes: int = 0  # size of the constant data, 0 for activations
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclasses.dataclass
+class OpInfo:
+    index: int
+    opcode: str  # BuiltinOperator name, or 'CUSTOM:<custom_code>'
+    inputs: list  # tensor indices; -1 marks an omitted optional input
+    outputs: list
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    size_bytes: int
+    ops: list
+    tensors: list
+    inputs: list
+    outputs: list
+    n_subgraphs: int
+
+    def op_counts(self) -> dict:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.opcode] = counts.get(op.opcode, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def tensor(self, i: int) -> TensorInfo:
+        return self.tensors[i]
+
+    def producers(self) -> dict:
+        """tensor index -> index of the op that writes it."""
+        return {t: op.index for op in self.ops for t in op.outputs if t >= 0}
+
+    def consumers(self) -> dict:
+        """tensor index -> indices of the ops that read it."""
+        out: dict[int, list[int]] = {}
+        for op in self.ops:
+            for t in op.inputs:
+                if t >= 0:
+                    out.setdefault(t, []).append(op.index)
+        return out
+
+    def _io(self, indices) -> list:
+        rows = []
+        for i in indices:
+            t = self.tensors[i]
+            rows.append({"index": i, "name": t.name, "dtype": t.dtype, "shape": t.shape,
+                         "scale": t.scales[0] if t.scales else None,
+                         "zero_point": t.zero_points[0] if t.zero_points else None})
+        return rows
+
+    def to_dict(self) -> dict:
+        dtypes: dict[str, int] = {}
+        for t in self.tensors:
+            dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+        return {
+            "size_bytes": self.size_bytes,
+            "constant_bytes": sum(t.data_bytes for t in self.tensors),
+            "n_subgraphs": self.n_subgraphs,
+            "n_ops": len(self.ops),
+            "n_tensors": len(self.tensors),
+            "op_counts": self.op_counts(),
+            "tensor_dtypes": dict(sorted(dtypes.items())),
+            "inputs": self._io(self.inputs),
+            "outputs": self._io(self.outputs),
+        }
+
+
+# -- parsing ----------------------------------------------------------------------------------
+def _read_source(source) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, Path)):
+        try:
+            return Path(source).read_bytes()
+        except OSError as exc:
+            raise InvalidModel(f"cannot read {source}: {exc.strerror or exc}") from None
+    raise InvalidModel(f"expected a path or bytes, got {type(source).__name__}")
+
+
+def inspect_model(source) -> ModelInfo:
+    """Parse a .tflite file (path) or its bytes. Raises InvalidModel on anything unreadable."""
+    buf = _read_source(source)
+    label = str(source) if isinstance(source, (str, Path)) else "model bytes"
+    if len(buf) < 8:
+        raise InvalidModel(f"{label}: {len(buf)} bytes is too short to be a .tflite model")
+    if buf[4:8] != FILE_IDENTIFIER:
+        raise InvalidModel(f"{label}: not a .tflite model (file identifier {bytes(buf[4:8])!r}, "
+                           f"expected {FILE_IDENTIFIER!r})")
+    try:
+        return _parse(buf)
+    except InvalidModel as exc:
+        raise InvalidModel(f"{label}: {exc}") from None
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeError,
+            MemoryError, RecursionError) as exc:
+        # the python flatbuffers reader has no verifier: a corrupt or truncated file shows up
+        # as an out-of-range read somewhere in the accessors
+        kind = "out-of-range read" if isinstance(exc, (struct.error, IndexError)) else type(exc).__name__
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise InvalidModel(f"{label}: corrupt or truncated flatbuffer ({kind}: {detail})") from None
+
+
+def _count(n: int, limit: int, what: str) -> int:
+    """A vector length read from the file; bounded by the file size so a corrupt length
+    fails fast instead of looping for billions of elements."""
+    if n < 0 or n > limit:
+        raise InvalidModel(f"corrupt flatbuffer: {what} claims {n} entries in a {limit * 4}-byte file")
+    return n
+
+
+def _parse(buf: bytes) -> ModelInfo:
+    s = _schema()
+    limit = len(buf) // 4
+    model = s.Model.GetRootAs(buf, 0)
+
+    n_sub = _count(model.SubgraphsLength(), limit, "subgraphs")
+    if n_sub == 0:
+        raise InvalidModel("the model has no subgraph")
+    opcodes = [_opcode_name(model.OperatorCodes(i))
+               for i in range(_count(model.OperatorCodesLength(), limit, "operator codes"))]
+    buffer_bytes = _buffer_sizes(model, buf, limit)
+    external = _external_sizes(model, limit)
+
+    sg = model.Subgraphs(0)
+    n_tensors = _count(sg.TensorsLength(), limit, "tensors")
+    tensors = [_tensor(sg.Tensors(i), i, buffer_bytes, external, limit) for i in range(n_tensors)]
+
+    def indices(arr, what):
+        out = [int(v) for v in arr]
+        for v in out:
+            if v < -1 or v >= n_tensors:
+                raise InvalidModel(f"corrupt flatbuffer: {what} refers to tensor {v} of {n_tensors}")
+        return out
+
+    ops = []
+    for i in range(_count(sg.OperatorsLength(), limit, "operators")):
+        op = sg.Operators(i)
+        code = op.OpcodeIndex()
+        if code >= len(opcodes):
+            raise InvalidModel(f"corrupt flatbuffer: operator {i} uses opcode {code} of {len(opcodes)}")
+        ops.append(OpInfo(i, opcodes[code], indices(_ints(op.InputsAsNumpy()), f"operator {i} inputs"),
+                          indices(_ints(op.OutputsAsNumpy()), f"operator {i} outputs")))
+    return ModelInfo(size_bytes=len(buf), ops=ops, tensors=tensors,
+                     inputs=indices(_ints(sg.InputsAsNumpy()), "subgraph inputs"),
+                     outputs=indices(_ints(sg.OutputsAsNumpy()), "subgraph outputs"),
+                     n_subgraphs=n_sub)
+
+
+def _ints(arr) -> list:
+    # the generated *AsNumpy accessors return 0 (not an array) when the field is absent
+    return [] if isinstance(arr, int) else [int(v) for v in arr]
+
+
+def _floats(arr) -> list:
+    return [] if isinstance(arr, int) else [float(v) for v in arr]
+
+
+def _text(raw) -> str:
+    return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+def _opcode_name(oc) -> str:
+    # builtin codes >= 127 live only in `builtin_code`; older files only fill the int8
+    # `deprecated_builtin_code`, so the real code is the larger of the two
+    code = max(int(oc.DeprecatedBuiltinCode()), int(oc.BuiltinCode()))
+    name = _builtin_names().get(code, f"BUILTIN_{code}")
+    if name == "CUSTOM":
+        return f"CUSTOM:{_text(oc.CustomCode())}"
+    return name
+
+
+def _buffer_sizes(model, buf: bytes, limit: int) -> list:
+    """Bytes of constant data per buffer. Models over 2 GB keep the data after the
+    flatbuffer and point at it with offset/size (offset > 1 means 'outside')."""
+    sizes = []
+    for i in range(_count(model.BuffersLength(), limit, "buffers")):
+        b = model.Buffers(i)
+        offset, size = int(b.Offset()), int(b.Size())
+        if offset > 1:
+            if offset + size > len(buf):
+                raise InvalidModel(f"buffer {i} points past the end of the file "
+                                   f"({offset + size} > {len(buf)} bytes): truncated model?")
+            sizes.append(size)
+            continue
+        n = int(b.DataLength())
+        if n:
+            try:  # a zero-copy view; numpy refuses one that would run past the end
+                b.DataAsNumpy()
+            except ValueError:
+                raise InvalidModel(f"buffer {i} claims {n} bytes and runs past the end of the "
+                                   "file: truncated or corrupt model") from None
+        sizes.append(n)
+    return sizes
+
+
+def _external_sizes(model, limit: int) -> dict:
+    """External buffers (data in a separate file group): id -> length."""
+    out = {}
+    try:
+        n = model.ExternalBuffersLength()
+    except AttributeError:  # older schema bindings
+        return out
+    for i in range(_count(n, limit, "external buffers")):
+        e = model.ExternalBuffers(i)
+        out[int(e.Id())] = int(e.Length())
+    return out
+
+
+def _tensor(t, index: int, buffer_bytes: list, external: dict, limit: int) -> TensorInfo:
+    type_code = int(t.Type())
+    dtype = _tensor_type_names().get(type_code, f"type{type_code}")
+    shape = _ints(t.ShapeAsNumpy())
+    buffer_index = int(t.Buffer())
+    if buffer_index >= len(buffer_bytes) and buffer_index != 0:
+        raise InvalidModel(f"corrupt flatbuffer: tensor {index} uses buffer {buffer_index} "
+                           f"of {len(buffer_bytes)}")
+    data = buffer_bytes[buffer_index] if buffer_index < len(buffer_bytes) else 0
+    ext_id = int(getattr(t, "ExternalBuffer", lambda: 0)())
+    if ext_id:
+        data = external.get(ext_id, 0) or 1  # data elsewhere; size unknown when not listed
+    is_constant = data > 0 and not t.IsVariable()
+
+    scales = zero_points = qdim = None
+    q = t.Quantization()
+    if q is not None:
+        _count(q.ScaleLength(), limit, f"tensor {index} scales")
+        sc, zp = _floats(q.ScaleAsNumpy()), _ints(q.ZeroPointAsNumpy())
+        if sc:
+            scales, zero_points, qdim = sc, zp or [0] * len(sc), int(q.QuantizedDimension())
+    return TensorInfo(index=index, name=_text(t.Name()), dtype=dtype, shape=shape,
+                      is_constant=is_constant, scales=scales, zero_points=zero_points,
+                      quantized_dimension=qdim, data_bytes=data if is_constant else 0)
+
+
+# -- C4: full integer -------------------------------------------------------------------------
+def full_integer_check(info: ModelInfo, require_int8_io: bool = True) -> dict:
+    """Claim C4: no float op and no float tensor in the model.
+
+    Rules:
+    - ``float_ops``: ops with a float input or output *activation* (constants are counted
+      in ``float_tensors``). DEQUANTIZE (int -> float) always counts in ``dequantize_ops``.
+    - ``quantize_ops``: QUANTIZE ops that read a float tensor, i.e. a float -> int boundary.
+      QUANTIZE int8 -> int8 (a requantization the converter inserts, e.g. right after the
+      input or before a concat) is integer arithmetic: counted in ``requantize_ops`` only.
+    - With ``require_int8_io`` the model inputs and outputs must be int8. Without it, float io
+      is accepted together with the QUANTIZE that reads a model input and the DEQUANTIZE that
+      writes a model output (the "integer body, float interface" variant).
+    - Integer tensors other than int8/int32 (int16 activations, int64, bool, ...) do not fail
+      the check (they are integer), but they are listed in ``other_dtypes``.
+    """
+    io = {"inputs": [info.tensors[i].dtype for i in info.inputs],
+          "outputs": [info.tensors[i].dtype for i in info.outputs]}
+    boundary_ops: set[int] = set()
+    boundary_tensors: set[int] = set()
+    if not require_int8_io:
+        for op in info.ops:
+            if op.opcode == "QUANTIZE" and op.inputs and op.inputs[0] in info.inputs:
+                boundary_ops.add(op.index)
+            if op.opcode == "DEQUANTIZE" and any(o in info.outputs for o in op.outputs):
+                boundary_ops.add(op.index)
+        boundary_tensors = set(info.inputs) | set(info.outputs)
+
+    float_ops, dequant, quant, requant = [], 0, 0, 0
+    for op in info.ops:
+        if op.index in boundary_ops:
+            continue
+        if op.opcode == "DEQUANTIZE":
+            dequant += 1
+        if op.opcode == "QUANTIZE":
+            src = info.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
+            if src is not None and src.is_float:
+                quant += 1
+            else:
+                requant += 1
+        activations = [info.tensors[t] for t in op.inputs + op.outputs
+                       if t >= 0 and not info.tensors[t].is_constant]
+        if any(t.is_float for t in activations):
+            float_ops.append(op.opcode)
+    float_tensors = sum(1 for t in info.tensors if t.is_float and t.index not in boundary_tensors)
+    other = sorted({t.dtype for t in info.tensors
+                    if not t.is_float and t.dtype not in INTEGER_OK_DTYPES})
+
+    problems = []
+    if require_int8_io:
+        bad_io = [d for d in io["inputs"] + io["outputs"] if d != "int8"]
+        if bad_io:
+            problems.append(f"io is {io['inputs']} -> {io['outputs']}, not int8")
+    if float_ops:
+        problems.append(f"{len(float_ops)} float op(s): {_summary(float_ops)}")
+    if dequant:
+        problems.append(f"{dequant} DEQUANTIZE op(s)")
+    if quant:
+        problems.append(f"{quant} float->int QUANTIZE op(s)")
+    if float_tensors and not float_ops:
+        problems.append(f"{float_tensors} float tensor(s)")
+    if problems:
+        reason = "; ".join(problems)
+    else:
+        reason = (f"all {len(info.ops)} ops integer, io {io['inputs']} -> {io['outputs']}"
+                  + (f", {requant} int->int requantize op(s)" if requant else ""))
+    if info.n_subgraphs > 1:
+        reason += f" (main subgraph only; {info.n_subgraphs - 1} other subgraph(s) not inspected)"
+    return {"ok": not problems, "io_dtypes": io, "float_ops": float_ops, "dequantize_ops": dequant,
+            "quantize_ops": quant, "requantize_ops": requant, "float_tensors": float_tensors,
+            "other_dtypes": other, "reason": reason}
+
+
+def _summary(opcodes: list) -> str:
+    counts: dict[str, int] = {}
+    for o in opcodes:
+        counts[o] = counts.get(o, 0) + 1
+    return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(counts.items()))
+
+
+# -- C5: per-axis weights ---------------------------------------------------------------------
+def weight_granularity(info: ModelInfo) -> list:
+    """One row per conv / depthwise / fully-connected / transpose-conv op describing how its
+    weight tensor is quantized. A weight produced by a DEQUANTIZE op (float16 or
+    weight-only models) is followed back to the stored tensor and flagged ``via_dequantize``."""
+    producers = info.producers()
+    rows = []
+    for op in info.ops:
+        if op.opcode not in WEIGHT_OPS:
+            continue
+        pos, axis = WEIGHT_OPS[op.opcode]
+        row = {"op_index": op.index, "opcode": op.opcode, "weight_tensor": None, "weight_dtype": None,
+               "granularity": "none", "n_scales": 0, "out_channels": None,
+               "quantized_dimension": None, "expected_dimension": axis, "via_dequantize": False}
+        if len(op.inputs) <= pos or op.inputs[pos] < 0:
+            rows.append(row)
+            continue
+        w = info.tensors[op.inputs[pos]]
+        row["out_channels"] = w.shape[axis] if len(w.shape) > axis else None
+        src = producers.get(w.index)
+        if src is not None and info.ops[src].opcode == "DEQUANTIZE" and info.ops[src].inputs:
+            w = info.tensors[info.ops[src].inputs[0]]
+            row["via_dequantize"] = True
+        row["weight_tensor"], row["weight_dtype"] = w.index, w.dtype
+        if w.scales:
+            row["n_scales"] = len(w.scales)
+            row["quantized_dimension"] = w.quantized_dimension
+            row["granularity"] = "per-channel" if len(w.scales) > 1 else "per-tensor"
+        elif w.is_float:
+            row["granularity"] = "float"
+        rows.append(row)
+    return rows
+
+
+def per_axis_check(info: ModelInfo) -> dict:
+    """Claim C5: every conv / depthwise conv weight has one scale per output channel on the
+    output-channel axis. Dense weights are reported, not judged (QAT gives per-tensor, PTQ
+    per-channel; both are deployable). A single-output-channel conv cannot tell the two apart
+    and is not held against the claim. No conv at all -> ok with zero counts (nothing to judge)."""
+    rows = weight_granularity(info)
+    conv = [r for r in rows if r["opcode"] in CONV_OPS]
+    good, per_tensor, bad = 0, 0, []
+    for r in conv:
+        if (r["granularity"] == "per-channel" and r["n_scales"] == r["out_channels"]
+                and r["quantized_dimension"] == r["expected_dimension"]):
+            good += 1
+        elif r["granularity"] == "per-tensor" and r["out_channels"] == 1:
+            good += 1
+        else:
+            if r["granularity"] == "per-tensor":
+                per_tensor += 1
+            bad.append(r)
+    dense = {"per-tensor": 0, "per-channel": 0, "float": 0, "none": 0}
+    for r in rows:
+        if r["opcode"] in DENSE_OPS:
+            dense[r["granularity"]] += 1
+    dense = {k: v for k, v in dense.items() if v or k in ("per-tensor", "per-channel")}
+    dense_txt = ", ".join(f"{v} {k}" for k, v in dense.items() if v) or "none"
+    if not conv:
+        reason = f"no conv weights to judge; dense: {dense_txt}"
+    elif bad:
+        first = bad[0]
+        reason = (f"{len(bad)} of {len(conv)} conv weight(s) not per-channel, e.g. op "
+                  f"{first['op_index']} {first['opcode']}: {first['granularity']}, "
+                  f"{first['n_scales']} scale(s) for {first['out_channels']} channels on axis "
+                  f"{first['quantized_dimension']} (expected {first['expected_dimension']}); "
+                  f"dense: {dense_txt}")
+    else:
+        reason = f"all {len(conv)} conv weight(s) per-channel on the output axis; dense: {dense_txt}"
+    return {"ok": not bad, "conv_per_channel": good, "conv_per_tensor": per_tensor,
+            "conv_other": len(bad) - per_tensor, "dense": dense, "reason": reason}
+
+
+# -- M3: BatchNorm folding --------------------------------------------------------------------
+def _is_constant(info: ModelInfo, tensor_index: int, producers: dict) -> bool:
+    """Stored data, or a DEQUANTIZE of stored data (float16 models keep constants that way)."""
+    t = info.tensors[tensor_index]
+    if t.is_constant:
+        return True
+    src = producers.get(tensor_index)
+    if src is None or info.ops[src].opcode != "DEQUANTIZE" or not info.ops[src].inputs:
+        return False
+    first = info.ops[src].inputs[0]
+    return first >= 0 and info.tensors[first].is_constant
+
+
+def _per_channel_constant(info: ModelInfo, tensor_index: int, channels, producers: dict) -> bool:
+    """A constant holding one value per channel: shape [C] or [1, ..., 1, C]."""
+    t = info.tensors[tensor_index]
+    if not t.shape or channels is None or not _is_constant(info, tensor_index, producers):
+        return False
+    return t.shape[-1] == channels and all(d == 1 for d in t.shape[:-1])
+
+
+def _affine_partner(info: ModelInfo, op: OpInfo, activation: int, producers: dict) -> bool:
+    """op is MUL/ADD/SUB reading `activation` and a per-channel constant (BN's scale/offset)."""
+    if op.opcode not in ("MUL", "ADD", "SUB") or len(op.inputs) != 2 or activation not in op.inputs:
+        return False
+    other = op.inputs[1] if op.inputs[0] == activation else op.inputs[0]
+    act = info.tensors[activation]
+    channels = act.shape[-1] if act.shape else None
+    return other >= 0 and _per_channel_constant(info, other, channels, producers)
+
+
+def batchnorm_fold_check(info: ModelInfo) -> dict:
+    """Claim M3: BatchNorm after Conv2D / DepthwiseConv2D is folded into the conv.
+
+    - ``unfolded_after``: conv / depthwise ops whose output goes straight into a MUL/ADD/SUB
+      with a constant per-channel vector (a BN, or part of one, left as arithmetic).
+    - ``standalone_bn``: elsewhere in the graph, a MUL by a per-channel constant followed by
+      an ADD/SUB of one (x * scale + offset: an inference BN that nothing absorbed).
+    - ``bn_named_ops``: ops whose opcode names a BatchNorm (e.g. CUSTOM:FlexFusedBatchNormV3).
+      Tensor names are not used: the converter keeps BN names on folded conv outputs.
+    ok = none of the three.
+    """
+    consumers, producers = info.consumers(), info.producers()
+    conv_ops = [op for op in info.ops if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    unfolded, flagged = [], set()
+    for conv in conv_ops:
+        for out in conv.outputs:
+            for c in consumers.get(out, []):
+                if _affine_partner(info, info.ops[c], out, producers):
+                    unfolded.append(conv.index)
+                    flagged.add(c)
+    unfolded = sorted(set(unfolded))
+
+    standalone = []
+    for op in info.ops:
+        if op.opcode != "MUL" or op.index in flagged:
+            continue
+        act = next((t for t in op.inputs if t >= 0 and not _is_constant(info, t, producers)), None)
+        if act is None or not _affine_partner(info, op, act, producers):
+            continue
+        for out in op.outputs:
+            if any(_affine_partner(info, info.ops[c], out, producers) and info.ops[c].opcode != "MUL"
+                   for c in consumers.get(out, [])):
+                pass
+    named = [op.index for op in info.ops
+             if "batchnorm" in op.opcode.lower().replace("_", "")]
+
+    problems = []
+    if unfolded:
+        problems.append(f"BN left as MUL/ADD after conv op(s) {unfolded}")
+    if standalone:
+        problems.append(f"standalone BN (MUL+ADD by per-channel constants) at op(s) {standalone}")
+    if named:
+        problems.append(f"BatchNorm op(s) {[info.ops[i].opcode for i in named]}")
+    reason = "; ".join(problems) if problems else (
+        f"no MUL/ADD by a per-channel constant after any of {len(conv_ops)} conv op(s), "
+        "no BatchNorm op")
+    return {"ok": not problems, "unfolded_after": unfolded, "standalone_bn": standalone,
+            "bn_named_ops": named, "conv_ops": len(conv_ops), "reason": reason}
+
+
+# -- report helper ----------------------------------------------------------------------------
+def describe_quantization(info: ModelInfo) -> list:
+    """One row per quantized tensor: dtype, shape, how many scales and their range."""
+    rows = []
+    for t in info.tensors:
+        if not t.scales:
+            continue
+        rows.append({"index": t.index, "name": t.name, "dtype": t.dtype, "shape": t.shape,
+                     "constant": t.is_constant, "n_scales": len(t.scales),
+                     "scale_min": min(t.scales), "scale_max": max(t.scales),
+                     "zero_point": t.zero_points[0] if len(set(t.zero_points)) == 1 else None,
+                     "quantized_dimension": t.quantized_dimension if len(t.scales) > 1 else None})
+    return rows
