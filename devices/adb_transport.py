@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import socket
 import struct
@@ -244,6 +245,7 @@ class AdbTransport:
         def go():
             conn = self._device(serial).open_transport(timeout=max(0.1, timeout_s))
             try:
+                conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.send_command(service)
                 conn.check_okay()
             except BaseException:
@@ -335,11 +337,12 @@ def _read_shell_v1(conn: AdbConnection, deadline: float, command: str) -> ShellR
         raise DeviceError(f"connection to the device lost during `{_short(command)}`: {exc}",
                           kind="offline") from None
     text = _text(out)
-    head, sep, tail = text.rpartition(_EXIT_MARK)
-    if not sep:  # the shell never reached the marker: it was cut off
+    marks = list(re.finditer(re.escape(_EXIT_MARK) + r"(\d+)\r?\n?", text))
+    if not marks:  # the shell never reached the marker: it was cut off
         raise DeviceError(f"connection to the device lost during `{_short(command)}`", kind="offline",
                           details={"partial_output": text[-2000:]})
-    return ShellResult(int(tail.strip() or 255), head, "")
+    last = marks[-1]  # stderr may come after it: shell v1 has a single stream
+    return ShellResult(int(last.group(1)), text[: last.start()] + text[last.end():], "")
 
 
 def _text(data: bytes | bytearray) -> str:
@@ -363,12 +366,16 @@ def _send_all(conn: AdbConnection, data: bytes, deadline: float) -> None:
 
 def _send_file(conn: AdbConnection, data: bytes, remote: str, mode: int, deadline: float) -> None:
     spec = f"{remote},{0o100000 | mode}".encode()  # S_IFREG | permission bits
+    # whole 64 kB DATA packets per write: many small writes of one file would wait on Nagle
+    # and delayed ACKs (~40 ms each on a loopback socket)
+    packets = [b"SEND" + struct.pack("<I", len(spec)) + spec]
+    for off in range(0, len(data), SYNC_CHUNK):
+        chunk = data[off: off + SYNC_CHUNK]
+        packets.append(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
+    packets.append(b"DONE" + struct.pack("<I", int(time.time())))  # DONE carries the mtime
     try:
-        _sync_request(conn, b"SEND", spec, deadline)
-        for off in range(0, len(data), SYNC_CHUNK):
-            _sync_request(conn, b"DATA", data[off: off + SYNC_CHUNK], deadline)
-        # DONE's length field carries the file's modification time
-        _send_all(conn, b"DONE" + struct.pack("<I", int(time.time())), deadline)
+        for start in range(0, len(packets), 16):
+            _send_all(conn, b"".join(packets[start: start + 16]), deadline)
     except (BrokenPipeError, ConnectionResetError):
         pass  # adbd may answer FAIL and hang up before taking all the data: read why below
     try:

@@ -106,7 +106,7 @@ class BenchmarkOutput:
         """The most telling error line, for a one-line DeviceError."""
         if self.errors:
             specific = [e for e in self.errors if e != "Benchmarking failed."]
-            return (specific or self.errors)[-1]
+            return "; ".join((specific or self.errors)[-2:])[:400]
         return "benchmark_model printed no timings"
 
     def to_dict(self) -> dict:
@@ -125,7 +125,7 @@ def parse(text: str) -> BenchmarkOutput:
     for raw in text.splitlines():
         line = raw.strip()
         body = _PREFIX.sub("", line)
-        if raw.startswith(("ERROR:", "FATAL:")) or line.startswith(("ERROR:", "FATAL:")):
+        if line.startswith(("ERROR:", "FATAL:")):
             out.errors.append(body)
             if line.startswith("FATAL:"):
                 out.failed = True

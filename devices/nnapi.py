@@ -105,6 +105,7 @@ class NnapiDevice(Device):
         self.serial: str | None = None
         self._props: dict[str, str] | None = None
         self._binary_pushed = False
+        self._session_used = False
         self._runs = 0
         self._accelerators_seen: list[str] = []
 
@@ -288,7 +289,8 @@ class NnapiDevice(Device):
             for label in labels:
                 x = sample[label] if isinstance(sample, dict) else sample
                 example = _examples(np.asarray(x), infos[label].inputs[0])[0]
-                files += [(Path(models[label]), remote[label][0], 0o644), (example.tobytes(), remote[label][1], 0o644)]
+                files += [(Path(models[label]), remote[label][0], 0o644),
+                          (example.tobytes(), remote[label][1], 0o644)]
             self._push(serial, files, deadline)
 
             def argv(label, profile):
@@ -300,7 +302,7 @@ class NnapiDevice(Device):
             for label, (rc, text) in zip(labels, self._invoke(serial, [argv(l, True) for l in labels], deadline)):
                 parsed = self._checked(rc, text, f"{label} (profiling run)")
                 delegation[label] = self._delegation(parsed, infos[label])
-                first_ms[label] = bmo.us_to_ms(parsed.first_inference_us)
+                first_ms[label] = bmo.us_to_ms(_first_invoke_us(parsed))
                 profiles[label] = {"node_types": parsed.node_types, "init_us": parsed.init_us,
                                    "replacements": [vars(r) for r in parsed.replacements]}
             # timed passes, interleaved a, b, a, b, ...: one sample = one invocation's average
@@ -326,9 +328,9 @@ class NnapiDevice(Device):
                            delegation=delegation, simulated=self.simulated, details=details)
 
     def close(self) -> None:
-        if self.serial is not None and self._binary_pushed:
+        if self.serial is not None and self._session_used:
             self._remove(self.serial, self.remote_dir)
-            self._binary_pushed = False
+        self._session_used = self._binary_pushed = False
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -357,8 +359,9 @@ class NnapiDevice(Device):
     def _ensure_binary(self, serial: str, deadline: float) -> None:
         if self._binary_pushed:
             return
+        self._session_used = True  # from here on close() may have a folder to remove
         self._push(serial, [(Path(self.benchmark_model), self.remote_binary, 0o755)], deadline)
-        self._binary_pushed = True  # from here on close() has something to remove
+        self._binary_pushed = True
         res = self._shell(serial, quote_command(["chmod", "755", self.remote_binary]), deadline)
         if res.returncode != 0:
             raise _shell_error(res.output, res.returncode, f"chmod of {self.remote_binary}")
@@ -552,6 +555,16 @@ def _examples(x: np.ndarray, tin: TensorInfo) -> np.ndarray:
     if per == 0 or x.size % per:
         raise DeviceError(f"inputs of shape {x.shape} do not split into examples of shape {tin.shape}", kind="failed")
     return np.ascontiguousarray(x.reshape((x.size // per,) + tin.shape))
+
+
+def _first_invoke_us(parsed: bmo.BenchmarkOutput) -> float | None:
+    """The first Invoke of the process: the first warmup run, or the first timed run when
+    there was no warmup (the tool then prints "First inference: 0")."""
+    if parsed.warmup is not None and parsed.warmup.count:
+        return parsed.warmup.first if parsed.warmup.first is not None else parsed.first_inference_us
+    if parsed.inference is not None and parsed.inference.count:
+        return parsed.inference.first if parsed.inference.first is not None else parsed.inference.curr
+    return parsed.first_inference_us
 
 
 def _aggregates(parsed: bmo.BenchmarkOutput) -> dict:

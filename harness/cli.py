@@ -194,6 +194,10 @@ def print_summary(report) -> None:
                    tablefmt="simple"))
     counts = report.verdict_counts()
     print("  ".join(f"{k} {v}" for k, v in counts.items()))
+    simulated = sorted({c["device"] for c in report.claims if c.get("simulated")})
+    if simulated:
+        print(f"simulated devices (not hardware results): {', '.join(simulated)}")
+    sys.stdout.flush()  # the table (stdout) before the report path (stderr)
 
 
 def cmd_devices(args) -> int:

@@ -6,7 +6,10 @@ Parses with the flatbuffer schema bindings that ship inside ai-edge-litert
 TensorFlow nor the LiteRT runtime library is loaded: inspecting a model stays cheap.
 
 Only the main subgraph (index 0) is walked for ops; ``ModelInfo.n_subgraphs`` says whether
-there are others (control flow bodies), and the checks mention it when there are.
+there are others (control-flow bodies), and ``full_integer_check`` says so in its reason.
+
+Every way a file can be unreadable (missing, empty, not a flatbuffer with the 'TFL3'
+identifier, truncated, corrupt offsets or lengths) ends as ``InvalidModel`` with one line.
 """
 from __future__ import annotations
 
@@ -537,7 +540,7 @@ def batchnorm_fold_check(info: ModelInfo) -> dict:
         for out in op.outputs:
             if any(_affine_partner(info, info.ops[c], out, producers) and info.ops[c].opcode != "MUL"
                    for c in consumers.get(out, [])):
-                pass
+                standalone.append(op.index)
     named = [op.index for op in info.ops
              if "batchnorm" in op.opcode.lower().replace("_", "")]
 

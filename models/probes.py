@@ -106,6 +106,11 @@ def average_pooling2d():
     return _seq(_conv(), _keras().layers.AveragePooling2D(2))
 
 
+def average_pooling2d_mid():
+    keras = _keras()
+    return _seq(_conv(), keras.layers.AveragePooling2D(2), _conv())
+
+
 def max_pooling2d():
     return _seq(_conv(), _keras().layers.MaxPooling2D(2))
 
@@ -333,7 +338,10 @@ PROBES: dict[str, Probe] = {p.name: p for p in [
     _p(activation_sigmoid, "Activation(sigmoid)", _A, "Conv2D then Activation('sigmoid')", ["M2"]),
     _p(activation_tanh, "Activation(tanh)", _A, "Conv2D then Activation('tanh')", ["M2"]),
     _p(add, "Add", _A, "two Conv2D branches added", ["M2"]),
-    _p(average_pooling2d, "AveragePooling2D", _A, "Conv2D then 2x2 average pooling", ["M2"]),
+    _p(average_pooling2d, "AveragePooling2D", _A, "Conv2D then 2x2 average pooling, as the model output",
+       ["M2"]),
+    _p(average_pooling2d_mid, "AveragePooling2D (mid-graph)", _A,
+       "Conv2D, 2x2 average pooling, Conv2D: the pooling inside the graph", ["M2"]),
     _p(max_pooling2d, "MaxPooling2D", _A, "Conv2D then 2x2 max pooling", ["M2"]),
     _p(global_average_pooling2d, "GlobalAveragePooling2D", _A, "Conv2D then global average pooling", ["M2"]),
     _p(global_max_pooling2d, "GlobalMaxPooling2D", _A, "Conv2D then global max pooling", ["M2"]),

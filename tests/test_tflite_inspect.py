@@ -56,7 +56,7 @@ def converted(tmp_path_factory):
     h = keras.layers.Concatenate()([a, b])
     h = keras.layers.BatchNormalization()(h)            # after a Concatenate: standalone
     h = keras.layers.GlobalAveragePooling2D()(h)
-    unfoldable = keras.Model(inp, keras.layers.Dense(3)(h))
+    unfoldable = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
     _train_briefly(unfoldable, x)
 
     import tensorflow as tf
@@ -169,6 +169,26 @@ def test_float_interface_accepted_only_when_int8_io_not_required(infos):
     assert relaxed["float_ops"] == [] and relaxed["float_tensors"] == 0
     # the float model gains nothing from the relaxation: its body is float
     assert not ti.full_integer_check(infos["float"], require_int8_io=False)["ok"]
+
+
+def test_int8_requantize_is_integer_but_float_quantize_is_not():
+    s = _schema()
+    B = s.BuiltinOperator
+    a, b = _quantized("a", [1, 4], 1, 0), _quantized("b", [1, 4], 1, 0)
+    a.buffer = b.buffer = 0
+    b.quantization.scale = [0.5]
+    b.quantization.zeroPoint = [3]
+    requant = _handmade([(B.QUANTIZE, B.QUANTIZE, None)], [(0, [0], [1])], [a, b], [_buffer()])
+    check = ti.full_integer_check(ti.inspect_model(_pack(requant)))
+    assert check["ok"], check["reason"]
+    assert (check["quantize_ops"], check["requantize_ops"]) == (0, 1)
+    assert "1 int->int requantize" in check["reason"]
+
+    f = _tensor("f", [1, 4], "FLOAT32")
+    quant = _handmade([(B.QUANTIZE, B.QUANTIZE, None)], [(0, [0], [1])], [f, b], [_buffer()],
+                      outputs=[1])
+    check = ti.full_integer_check(ti.inspect_model(_pack(quant)))
+    assert not check["ok"] and (check["quantize_ops"], check["requantize_ops"]) == (1, 0)
 
 
 # -- C5 ----------------------------------------------------------------------------------------
