@@ -1,24 +1,18 @@
 """What the NNAPI adapter needs to know about a .tflite before sending it to a phone: the
 main subgraph's input and output tensors (name, shape, dtype) and its operators.
 
-Read straight from the flatbuffer with LiteRT's generated schema module (pure Python, no
+Read with the harness's flatbuffer reader (``qat_harness.tflite_inspect``: pure Python, no
 interpreter, nothing executed), so a corrupt file is a one-line DeviceError and never a crash
 of the harness.
 """
 from __future__ import annotations
 
 import dataclasses
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from qat_harness.devices.base import DeviceError
-
-# TensorType enum of the TFLite schema -> numpy dtype (the types benchmark_model can feed)
-_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_,
-           7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64, 15: np.uint32, 16: np.uint16}
-
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
@@ -47,17 +41,17 @@ class ModelInfo:
         return sum(t.nbytes for t in self.outputs)
 
 
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-    return schema
-
-
-def _op_names(schema) -> dict[int, str]:
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+def _operator_label(opcode: str) -> str:
+    """Custom ops go by their own name in benchmark_model's profile, not 'CUSTOM:<name>'."""
+    if opcode.startswith("CUSTOM:"):
+        return opcode[len("CUSTOM:"):] or "CUSTOM"
+    return opcode
 
 
 def read_model_info(path: Path) -> ModelInfo:
-    schema = _schema()
+    """The NNAPI view of a model, from the shared flatbuffer reader (``tflite_inspect``)."""
+    from qat_harness import tflite_inspect
+
     try:
         buf = Path(path).read_bytes()
     except OSError as exc:
@@ -65,30 +59,18 @@ def read_model_info(path: Path) -> ModelInfo:
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise DeviceError(f"{Path(path).name} is not a TFLite flatbuffer (no TFL3 identifier)", kind="failed")
     try:
-        model = schema.Model.GetRootAs(buf, 0)
-        if model.SubgraphsLength() < 1:
-            raise ValueError("no subgraph")
-        sg = model.Subgraphs(0)
-        names = _op_names(schema)
-        codes = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-            if code == schema.BuiltinOperator.CUSTOM:
-                codes.append((oc.CustomCode() or b"CUSTOM").decode("utf-8", "replace"))
-            else:
-                codes.append(names.get(code, f"OP_{code}"))
-        operators = tuple(codes[sg.Operators(i).OpcodeIndex()] for i in range(sg.OperatorsLength()))
-
-        def tensor(index: int) -> TensorInfo:
-            t = sg.Tensors(index)
-            if t.Type() not in _DTYPES:
-                raise ValueError(f"tensor {index} has a type benchmark_model cannot feed ({t.Type()})")
-            shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-            return TensorInfo((t.Name() or b"").decode("utf-8", "replace"), shape, np.dtype(_DTYPES[t.Type()]))
-
-        inputs = tuple(tensor(int(i)) for i in sg.InputsAsNumpy())
-        outputs = tuple(tensor(int(i)) for i in sg.OutputsAsNumpy())
-    except (ValueError, IndexError, TypeError, AttributeError, struct.error) as exc:
+        info = tflite_inspect.inspect_model(buf)
+    except tflite_inspect.InvalidModel as exc:
         raise DeviceError(f"{Path(path).name}: unreadable TFLite flatbuffer ({exc})", kind="failed") from None
-    return ModelInfo(inputs, outputs, operators)
+
+    def tensor(index: int) -> TensorInfo:
+        t = info.tensor(index)
+        try:
+            dtype = np.dtype(t.dtype)
+        except TypeError:
+            raise DeviceError(f"{Path(path).name}: tensor {index} has a type benchmark_model cannot "
+                              f"feed ({t.dtype})", kind="failed") from None
+        return TensorInfo(t.name, tuple(int(d) for d in t.shape), dtype)
+
+    return ModelInfo(tuple(tensor(i) for i in info.inputs), tuple(tensor(i) for i in info.outputs),
+                     tuple(_operator_label(op.opcode) for op in info.ops))
