@@ -16,6 +16,11 @@ class Verdict(str, enum.Enum):
     ERROR = "ERROR"
 
 
+#: How bad a verdict is, for "the worst of" and "did it get worse": one order for the run
+#: report, the layer matrix and the comparison between runs.
+SEVERITY: dict[str, int] = {Verdict.PASS.value: 0, Verdict.SKIP.value: 1, Verdict.WARN.value: 2,
+                            Verdict.FAIL.value: 3, Verdict.ERROR.value: 4}
+
 CLAIMS: dict[str, str] = {
     "C1-size": "With the API defaults, model size shrinks by 4x (8-bit instead of 32-bit float).",
     "C2-cpu-latency": "Typically 1.5x to 4x lower CPU latency in the tested backends.",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qat_harness.claims import SEVERITY as VERDICT_RANK
 from qat_harness.errors import UsageError
-
-VERDICT_RANK = {"PASS": 0, "SKIP": 1, "WARN": 2, "FAIL": 3, "ERROR": 4}
 
 
 def load(path: Path) -> dict:

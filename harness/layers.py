@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from qat_harness.claims import SEVERITY as _SEVERITY
+from qat_harness.convert import quantize_input
 from qat_harness.errors import UsageError
 
 PASS, WARN, FAIL, SKIP, ERROR = "PASS", "WARN", "FAIL", "SKIP", "ERROR"
-_SEVERITY = {PASS: 0, SKIP: 1, WARN: 2, FAIL: 3, ERROR: 4}
 ORACLE = "cpu-ref"
 ACCELERATORS = ("nnapi", "edgetpu")
 
@@ -203,7 +204,7 @@ def numeric_stage(dev_name: str, out: np.ndarray, oracle: np.ndarray | None, ora
         verdicts.append(FAIL)
         parts.append(f"output has {q.size} values, the QAT Keras model {keras_out.size}")
     else:
-        kq = np.clip(np.round(keras_out.reshape(q.shape) / scale) + zp, -128, 127).astype(np.int32)
+        kq = quantize_input(keras_out.reshape(q.shape), scale, zp).astype(np.int32)
         d = np.abs(q - kq)
         mx, mean = int(d.max()), float(d.mean())
         details["vs_keras"] = {"max_steps": mx, "mean_steps": round(mean, 4),
@@ -482,8 +483,6 @@ class MatrixRun:
 
 
 def _model_inputs(info, x: np.ndarray) -> np.ndarray:
-    from qat_harness.convert import quantize_input
-
     t = info.tensor(info.inputs[0])
     if t.dtype == "int8" and t.scales:
         return quantize_input(x, t.scales[0], t.zero_points[0])

@@ -100,6 +100,11 @@ def _open_devices(opts: RunOptions, report: Report) -> dict[str, Device]:
     return devices
 
 
+def latency_claim_id(dev_name: str) -> str:
+    """Accelerators are judged on C3, host CPUs on C2."""
+    return "C3-accel" if dev_name in ACCELERATORS else "C2-cpu-latency"
+
+
 class ModelRun:
     """One model through every stage; each stage records what it measured before the next."""
 
@@ -288,8 +293,8 @@ class ModelRun:
             return
         labels = [v for v in BENCH_LABELS if v in paths]
         if "float" not in labels or "qat_int8" not in labels:
-            cid = "C3-accel" if dev_name in ACCELERATORS else "C2-cpu-latency"
-            self.add(claims.error(cid, self.name, dev_name, "float or QAT int8 model unavailable on this device"))
+            self.add(claims.error(latency_claim_id(dev_name), self.name, dev_name,
+                                  "float or QAT int8 model unavailable on this device"))
             return
         x, _ = self._eval_set()
         sample = {v: self._inputs_for(v, x[:1]) for v in labels}
@@ -297,8 +302,8 @@ class ModelRun:
         try:
             bench = dev.benchmark({v: paths[v] for v in labels}, sample, settings)
         except DeviceError as exc:
-            cid = "C3-accel" if dev_name in ACCELERATORS else "C2-cpu-latency"
-            self.add(claims.error(cid, self.name, dev_name, f"{exc.kind}: {exc.reason}"))
+            self.add(claims.error(latency_claim_id(dev_name), self.name, dev_name,
+                                  f"{exc.kind}: {exc.reason}"))
             return
         d["latency"] = {v: stats.latency_summary(t) for v, t in bench.times_ms.items()}
         d["latency_raw_ms"] = bench.times_ms

@@ -13,13 +13,13 @@ DEVICE_CLAIMS = ["A1-accuracy", "A2-agreement", "C2-cpu-latency", "C3-accel"]
 MODEL_CLAIMS = ["C1-size", "C4-full-int", "C5-per-axis", "M3-bn-fold"]
 
 
-def _claims(report, claim_id, device):
+def report_claims(report, claim_id, device):
     return [c for c in report["claims"] if c["id"] == claim_id and c["device"] == device]
 
 
 @pytest.mark.parametrize("claim_id", MODEL_CLAIMS)
 def test_model_claim(conformance_report, conformance_models, claim_id):
-    found = [c for c in report_claims(conformance_report, claim_id, "any")]
+    found = report_claims(conformance_report, claim_id, "any")
     assert {c["model"] for c in found} == set(conformance_models)
     for c in found:
         assert_verdict(c)
@@ -43,6 +43,3 @@ def test_device_claim(conformance_report, device_name, claim_id, pytestconfig):
     for c in found:
         assert_verdict(c, strict_perf=pytestconfig.getoption("qat_strict_perf"))
 
-
-def report_claims(report, claim_id, device):
-    return _claims(report, claim_id, device)

@@ -44,8 +44,6 @@ def test_unknown_device_is_a_usage_error(pytester):
 def test_absent_hardware_fails_fast_naming_what_is_missing(pytester, monkeypatch, name):
     from qat_harness.devices import registry
 
-    if name not in registry.names():
-        pytest.skip(f"{name} adapter not built")
     for var in ("ADB_SERVER_SOCKET", "ANDROID_SERIAL", "QAT_EDGETPU_SIMULATOR", "QAT_EDGETPU_COMPILER"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "1")  # nothing listens there
