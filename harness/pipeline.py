@@ -59,10 +59,15 @@ def run(opts: RunOptions, progress=lambda msg: None) -> Report:
                 report.model_error(name, str(exc), usage=True)
                 progress(f"{name}: {exc}")
             report.save()
+    except BaseException:
+        # an internal error or Ctrl-C: keep everything measured, and say the run stopped early
+        report.finish(status="interrupted")
+        raise
+    else:
+        report.finish()
     finally:
         for dev in devices.values():
             dev.close()
-        report.finish()
     return report
 
 

@@ -76,9 +76,9 @@ class Report:
             json.dump(self.data, f, indent=2, default=_jsonable)
         os.replace(tmp, self.json_path)
 
-    def finish(self) -> None:
+    def finish(self, status: str = "complete") -> None:
         self.data["finished"] = _now()
-        self.data["status"] = "complete"
+        self.data["status"] = status
         self.save()
         self.md_path.write_text(render_markdown(self.data))
 

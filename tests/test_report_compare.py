@@ -56,3 +56,23 @@ def test_history_records_runs_and_finds_the_previous_one(tmp_path):
     conn = history.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 2
     assert conn.execute("SELECT median_ms FROM latency WHERE run_id=?", (id2,)).fetchone()[0] == 1.0
+
+
+def test_a_run_that_stops_early_keeps_its_measurements_and_says_so(tmp_path, monkeypatch):
+    from qat_harness import pipeline
+
+    def boom(self):
+        raise RuntimeError("simulated internal failure")
+
+    monkeypatch.setattr(pipeline.ModelRun, "execute", boom)
+    opts = pipeline.RunOptions(models=["digits_cnn"], devices=["cpu"], out=tmp_path,
+                               check_bit_widths=False)
+    try:
+        pipeline.run(opts)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the internal error must reach the CLI's last line of defence")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["status"] == "interrupted" and data["finished"]
+    assert (tmp_path / "report.md").exists()
