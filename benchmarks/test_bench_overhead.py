@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from qat_harness.devices.base import BenchSettings
-from qat_harness.devices.cpu import CpuDevice, NullDevice
+from qat_harness.devices.litert.cpu import CpuDevice, NullDevice
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def tiny_int8(tmp_path_factory):
     import qat_harness  # noqa: F401
     import tf_keras as keras
 
-    from qat_harness.convert import to_tflite
+    from qat_harness.build.convert import to_tflite
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
                               keras.layers.Flatten(), keras.layers.Dense(3)])

@@ -4,6 +4,21 @@ Every place a .tflite model can run (the host CPU through XNNPACK, LiteRT's refe
 an Android phone's NNAPI over adb, a Coral Edge TPU) is one ``Device``. The pipeline only
 speaks this interface, so it never needs to know how a device is reached.
 
+A device class declares what it is, as class attributes, the way TFLite's delegate providers
+declare their own flags:
+
+- ``name``: the ``--devices`` / ``--device`` key; ``description``: one line for listings;
+- ``role``: ``Role.HOST_CPU`` (judged on C2), ``Role.ACCELERATOR`` (judged on C3),
+  ``Role.ORACLE`` (the numeric reference; no latency claim) or ``Role.OVERHEAD``;
+- ``options``: the ``DeviceOption``s it takes. The command line offers each as a flag, the
+  pytest plugin as ``--device-option NAME=VALUE``; the constructor receives exactly the
+  declared options plus ``num_threads``, and an option no requested device declares is an
+  error, never silently dropped;
+- ``probe()``: is it usable now, and if not exactly what is missing.
+
+Devices are found through the entry-point group ``qat_harness.devices`` (``devices.registry``);
+the built-in ones register there too, so a third-party package adds a device the same way.
+
 Rules every adapter keeps:
 - A model execution never happens in the harness's own process (a runtime that aborts or
   hangs must not take the harness down): the CPU adapters run it in a child process
@@ -16,26 +31,45 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from qat_harness.core.errors import DeviceError
 
-class DeviceError(Exception):
-    """A model could not be run on a device. ``kind`` classifies it for the report:
-    'crash' (signal), 'timeout', 'offline', 'missing-tool', 'disk-full', 'unsupported', 'failed'."""
-
-    def __init__(self, reason: str, kind: str = "failed", details: dict | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-        self.details = details or {}
+__all__ = ["Availability", "BenchResult", "BenchSettings", "Delegation", "Device", "DeviceError",
+           "DeviceOption", "Role", "RunResult"]
 
 
-class DeviceUnavailable(Exception):
-    """The device (or a tool it needs) is not present. The message says what is missing and how
-    to install it."""
+class Role(str, enum.Enum):
+    HOST_CPU = "host-cpu"
+    ACCELERATOR = "accelerator"
+    ORACLE = "oracle"
+    OVERHEAD = "overhead"
+
+    @property
+    def latency_claim(self) -> str | None:
+        """Which documented claim judges this device's int8 speed-up."""
+        return {Role.HOST_CPU: "C2-cpu-latency", Role.ACCELERATOR: "C3-accel"}.get(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceOption:
+    """One option a device takes. ``flag`` is its command-line spelling (devices that share
+    an option, such as every Android device's ``serial``, share the flag); ``env`` names the
+    environment variable the device reads when the option is not given."""
+    name: str
+    help: str
+    flag: str | None = None
+    type: Callable[[str], Any] = str
+    default: Any = None
+    env: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
 
 
 @dataclasses.dataclass
@@ -104,9 +138,13 @@ class RunResult:
 
 
 class Device(abc.ABC):
-    """One place models run. Subclasses set ``name`` (the --devices / --device key)."""
+    """One place models run. Subclasses declare ``name``, ``description``, ``role`` and
+    ``options`` (see the module docstring)."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    role: ClassVar[Role] = Role.HOST_CPU
+    options: ClassVar[tuple[DeviceOption, ...]] = ()
     #: True when this adapter talks to a simulator of the test suite, never to hardware.
     simulated: bool = False
 
@@ -116,7 +154,7 @@ class Device(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Facts about the device for the report (model, SoC, API level, CPU flags, ...)."""
-        return {"name": self.name, "simulated": self.simulated}
+        return {"name": self.name, "simulated": self.simulated, "role": self.role.value}
 
     @abc.abstractmethod
     def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:

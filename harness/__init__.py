@@ -1,10 +1,8 @@
 """qat-harness: conformance tests for quantization-aware-trained int8 TFLite models.
 
-Importing the package sets up the TensorFlow environment first (see ``tfenv``): tfmot needs
-Keras 2, so ``TF_USE_LEGACY_KERAS=1`` must be in place before anything imports TensorFlow.
+Importing the package has no side effects: in particular it never selects Keras 2 for the
+importing process (see ``core.keras2``), since the pytest plugin imports it in every pytest
+run where the package is installed.
 """
-from qat_harness import tfenv as _tfenv
 
-_tfenv.configure()
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"

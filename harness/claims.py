@@ -3,23 +3,12 @@ turn measurements into verdicts. Each evaluator is pure: measurements in, ClaimR
 so every PASS / WARN / FAIL path is testable without a model."""
 from __future__ import annotations
 
-import dataclasses
-import enum
 from typing import Any
 
-
-class Verdict(str, enum.Enum):
-    PASS = "PASS"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-    ERROR = "ERROR"
-
-
-#: How bad a verdict is, for "the worst of" and "did it get worse": one order for the run
-#: report, the layer matrix and the comparison between runs.
-SEVERITY: dict[str, int] = {Verdict.PASS.value: 0, Verdict.SKIP.value: 1, Verdict.WARN.value: 2,
-                            Verdict.FAIL.value: 3, Verdict.ERROR.value: 4}
+from qat_harness.devices.base import Delegation
+from qat_harness.inspection import BnFoldCheck, FullIntegerCheck, PerAxisCheck
+from qat_harness.results import ClaimResult, Verdict
+from qat_harness.stats import LatencySummary, Proportion, RatioCI
 
 CLAIMS: dict[str, str] = {
     "C1-size": "With the API defaults, model size shrinks by 4x (8-bit instead of 32-bit float).",
@@ -46,24 +35,6 @@ ACCURACY_DROP_PASS = 1.0   # points; the worst documented drop is 1.0
 ACCURACY_DROP_WARN = 2.0
 AGREEMENT_PASS = 0.95
 AGREEMENT_WARN = 0.90
-
-
-@dataclasses.dataclass
-class ClaimResult:
-    id: str
-    model: str
-    device: str
-    verdict: Verdict
-    measured: Any
-    expected: Any
-    reason: str
-    simulated: bool = False
-    details: dict = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["verdict"] = self.verdict.value
-        return d
 
 
 def error(claim_id: str, model: str, device: str, reason: str, **details) -> ClaimResult:
@@ -104,11 +75,11 @@ def size_claim(model: str, float_bytes: int, int8_bytes: int, ptq_bytes: int | N
                        reason, details=details)
 
 
-def cpu_latency_claim(model: str, device: str, ratio_ci: dict, float_stats: dict,
-                      int8_stats: dict, cpu_features: list[str] | None = None) -> ClaimResult:
+def cpu_latency_claim(model: str, device: str, ratio_ci: RatioCI, float_stats: LatencySummary,
+                      int8_stats: LatencySummary, cpu_features: list[str] | None = None) -> ClaimResult:
     """float/int8 ratio of medians with its bootstrap interval, judged against [1.5, 4]."""
     lo_ok, hi_ok = CPU_SPEEDUP_RANGE
-    r, lo, hi = ratio_ci["ratio"], ratio_ci.get("ci_low"), ratio_ci.get("ci_high")
+    r, lo, hi = ratio_ci.ratio, ratio_ci.ci_low, ratio_ci.ci_high
     lo = r if lo is None else lo
     hi = r if hi is None else hi
     interval = f"{r:.2f}x [95% CI {lo:.2f}-{hi:.2f}]"
@@ -122,8 +93,8 @@ def cpu_latency_claim(model: str, device: str, ratio_ci: dict, float_stats: dict
         verdict, why = Verdict.WARN, "faster than the documented range"
     else:
         verdict, why = Verdict.WARN, "the interval straddles the documented range"
-    reason = (f"float median {float_stats['median_ms']:.3f} ms / int8 median "
-              f"{int8_stats['median_ms']:.3f} ms = {interval}: {why}")
+    reason = (f"float median {float_stats.median_ms:.3f} ms / int8 median "
+              f"{int8_stats.median_ms:.3f} ms = {interval}: {why}")
     if verdict is Verdict.FAIL and cpu_features is not None:
         has_dot = [f for f in cpu_features if f in ("avx512_vnni", "avx_vnni", "asimddp", "i8mm")]
         reason += ("; the CPU has int8 dot-product instructions (" + ", ".join(has_dot) + ")"
@@ -134,58 +105,58 @@ def cpu_latency_claim(model: str, device: str, ratio_ci: dict, float_stats: dict
                        details={"ratio_ci": ratio_ci, "float": float_stats, "int8": int8_stats})
 
 
-def accelerator_claim(model: str, device: str, ratio_ci: dict | None, delegation: dict | None,
+def accelerator_claim(model: str, device: str, ratio_ci: RatioCI | None, delegation: Delegation | None,
                       simulated: bool) -> ClaimResult:
     """Speed-up on an accelerator, and how much of the graph it really ran."""
-    frac = (delegation or {}).get("fraction")
+    frac = delegation.fraction if delegation else None
     parts = []
-    if delegation and delegation.get("ops_total") is not None:
-        parts.append(f"{delegation.get('ops_delegated')}/{delegation.get('ops_total')} ops on {delegation.get('backend')}")
+    if delegation and delegation.ops_total is not None:
+        parts.append(f"{delegation.ops_delegated}/{delegation.ops_total} ops on {delegation.backend}")
     if ratio_ci:
-        parts.append(f"speed-up {ratio_ci['ratio']:.2f}x")
+        parts.append(f"speed-up {ratio_ci.ratio:.2f}x")
     if frac is not None and frac == 0:
         verdict, why = Verdict.FAIL, "the accelerator ran none of the graph"
-    elif ratio_ci and ratio_ci.get("ci_high") is not None and ratio_ci["ci_high"] < 1.0:
+    elif ratio_ci and ratio_ci.ci_high is not None and ratio_ci.ci_high < 1.0:
         verdict, why = Verdict.FAIL, "int8 slower than float on this device"
     elif frac is not None and frac < 1:
         verdict, why = Verdict.WARN, "partly delegated: the rest ran on the CPU"
     elif ratio_ci is None:
         verdict, why = Verdict.SKIP, "no latency measured"
-    elif ratio_ci.get("ci_low") is not None and ratio_ci["ci_low"] > 1.0:
+    elif ratio_ci.ci_low is not None and ratio_ci.ci_low > 1.0:
         verdict, why = Verdict.PASS, "faster, fully delegated" if frac == 1 else "faster"
     else:
         verdict, why = Verdict.WARN, "no significant gain"
     reason = ("[simulated] " if simulated else "") + "; ".join(parts + [why])
     return ClaimResult("C3-accel", model, device, verdict,
-                       round(ratio_ci["ratio"], 3) if ratio_ci else None, _expected("C3-accel"),
+                       round(ratio_ci.ratio, 3) if ratio_ci else None, _expected("C3-accel"),
                        reason, simulated=simulated,
                        details={"ratio_ci": ratio_ci, "delegation": delegation})
 
 
-def full_integer_claim(model: str, check: dict, variant: str = "qat_int8") -> ClaimResult:
-    verdict = Verdict.PASS if check.get("ok") else Verdict.FAIL
+def full_integer_claim(model: str, check: FullIntegerCheck, variant: str = "qat_int8") -> ClaimResult:
+    verdict = Verdict.PASS if check.ok else Verdict.FAIL
     return ClaimResult("C4-full-int", model, "any", verdict,
-                       {"io": check.get("io_dtypes"), "float_ops": check.get("float_ops")},
-                       _expected("C4-full-int"), f"{variant}: {check.get('reason', '')}",
+                       {"io": check.io_dtypes, "float_ops": check.float_ops},
+                       _expected("C4-full-int"), f"{variant}: {check.reason}",
                        details={"check": check, "variant": variant})
 
 
-def per_axis_claim(model: str, check: dict, variant: str = "qat_int8") -> ClaimResult:
-    verdict = Verdict.PASS if check.get("ok") else Verdict.FAIL
-    if check.get("ok") and not check.get("conv_per_channel"):
+def per_axis_claim(model: str, check: PerAxisCheck, variant: str = "qat_int8") -> ClaimResult:
+    verdict = Verdict.PASS if check.ok else Verdict.FAIL
+    if check.ok and not check.conv_per_channel:
         verdict = Verdict.SKIP
-    measured = {k: check.get(k) for k in ("conv_per_channel", "conv_per_tensor", "dense")}
+    measured = {"conv_per_channel": check.conv_per_channel, "conv_per_tensor": check.conv_per_tensor,
+                "dense": check.dense}
     return ClaimResult("C5-per-axis", model, "any", verdict, measured, _expected("C5-per-axis"),
-                       f"{variant}: {check.get('reason', '')}", details={"variant": variant})
+                       f"{variant}: {check.reason}", details={"variant": variant})
 
 
-def bn_fold_claim(model: str, check: dict, has_batchnorm: bool) -> ClaimResult:
+def bn_fold_claim(model: str, check: BnFoldCheck, has_batchnorm: bool) -> ClaimResult:
     if not has_batchnorm:
         return skip("M3-bn-fold", model, "any", "the model has no BatchNormalization")
-    verdict = Verdict.PASS if check.get("ok") else Verdict.FAIL
-    return ClaimResult("M3-bn-fold", model, "any", verdict,
-                       {"unfolded_after": check.get("unfolded_after", [])},
-                       _expected("M3-bn-fold"), check.get("reason", ""))
+    verdict = Verdict.PASS if check.ok else Verdict.FAIL
+    return ClaimResult("M3-bn-fold", model, "any", verdict, {"unfolded_after": check.unfolded_after},
+                       _expected("M3-bn-fold"), check.reason)
 
 
 def accuracy_claim(model: str, device: str, float_acc: float, int8_acc: float, n: int,
@@ -204,17 +175,17 @@ def accuracy_claim(model: str, device: str, float_acc: float, int8_acc: float, n
                        details={"float_top1": float_acc, "int8_top1": int8_acc, "n": n, **(extra or {})})
 
 
-def agreement_claim(model: str, device: str, wilson: dict, simulated: bool = False,
+def agreement_claim(model: str, device: str, wilson: Proportion, simulated: bool = False,
                     extra: dict | None = None) -> ClaimResult:
-    rate = wilson["rate"]
+    rate = wilson.rate
     if rate >= AGREEMENT_PASS:
         verdict = Verdict.PASS
     elif rate >= AGREEMENT_WARN:
         verdict = Verdict.WARN
     else:
         verdict = Verdict.FAIL
-    reason = (f"int8 and float agree on {wilson['successes']}/{wilson['n']} inputs "
-              f"({rate:.2%}, 95% CI {wilson['ci_low']:.2%}-{wilson['ci_high']:.2%})")
+    reason = (f"int8 and float agree on {wilson.successes}/{wilson.n} inputs "
+              f"({rate:.2%}, 95% CI {wilson.ci_low:.2%}-{wilson.ci_high:.2%})")
     return ClaimResult("A2-agreement", model, device, verdict, round(rate, 4),
                        _expected("A2-agreement"), reason, simulated=simulated,
                        details={"wilson": wilson, **(extra or {})})

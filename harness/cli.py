@@ -18,8 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-import qat_harness  # noqa: F401 - environment set-up
-from qat_harness.errors import UsageError
+from qat_harness.core.errors import UsageError
 
 DEFAULT_MODELS = ["digits_cnn", "mobilenet_v2"]
 DEFAULT_INPUT_SIZES = {"mobilenet_v2": 160}  # the default run must fit in a few minutes on 2 cores
@@ -34,15 +33,11 @@ def _default_out(kind: str) -> Path:
     return Path("reports") / f"{kind}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qat-harness", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command")
-
-    r = sub.add_parser("run", help="conformance run: models x devices -> report.json / report.md")
+def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
     r.add_argument("--models", type=_csv, default=None,
                    help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
     r.add_argument("--devices", type=_csv, default=["cpu"], help="comma-separated devices (default: cpu)")
-    r.add_argument("--out", type=Path, default=None, help="output folder (default: reports/run-<time>)")
+    r.add_argument("--out", type=Path, default=None, help=out_help)
     r.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
     r.add_argument("--input-size", type=int, default=None, help="input size for the application models")
     r.add_argument("--weights", default=None, help="weights file (.h5) for an application model")
@@ -55,15 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", type=Path, default=None,
                    help="artifact cache (default: $QAT_HARNESS_CACHE or ~/.cache/qat-harness)")
     r.add_argument("--no-cache", action="store_true", help="rebuild artifacts even if cached")
-    r.add_argument("--serial", default=None, help="Android device serial (default: $ANDROID_SERIAL)")
-    r.add_argument("--benchmark-model", default=None,
-                   help="path of TFLite's Android benchmark_model binary (default: $QAT_BENCHMARK_MODEL)")
-    r.add_argument("--nnapi-accelerator", default=None, help="NNAPI accelerator name to pin")
-    r.add_argument("--edgetpu-device", default=None, help="Edge TPU device: usb, usb:N, pci, pci:N")
     r.add_argument("--skip-bitwidth", action="store_true",
                    help="skip the C6 probe (4-bit QAT has no TFLite deployment path)")
     r.add_argument("--fail-on", choices=["never", "error", "fail", "warn"], default="error",
                    help="exit 1 when any verdict is at least this bad (default: error)")
+    _add_device_options(r)
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per option that a discovered device declares (devices sharing an option share
+    its flag); ``dest`` is ``device_option.<name>``. Devices that cannot be loaded add none."""
+    from qat_harness.devices import registry
+
+    group = parser.add_argument_group("device options (each applies to the devices that declare it)")
+    seen: dict[str, list[str]] = {}
+    declared = {}
+    for name, entry in registry.entries().items():
+        for option in entry.device_class.options if entry.device_class else ():
+            seen.setdefault(option.name, []).append(name)
+            declared.setdefault(option.name, option)
+    for option_name, option in declared.items():
+        env = f"; default ${option.env}" if option.env else ""
+        group.add_argument(option.cli_flag, dest=f"device_option.{option_name}", type=option.type,
+                           default=None, metavar=option_name.upper(),
+                           help=f"{option.help} ({', '.join(seen[option_name])}{env})")
+
+
+def device_option_values(args) -> dict:
+    prefix = "device_option."
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qat-harness", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="conformance run: models x devices -> report.json / report.md")
+    _add_run_arguments(r, "output folder (default: reports/run-<time>)")
 
     sub.add_parser("devices", help="list devices found and, for the missing ones, why")
     sub.add_parser("claims", help="list the claim ids")
@@ -75,12 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a probe of your own: a function returning a tf_keras model")
     lay.add_argument("--out", type=Path, default=None)
     lay.add_argument("--list", action="store_true", help="list the built-in probes and exit")
+    _add_device_options(lay)
 
     nightly = sub.add_parser("nightly", help="a run recorded in history and compared with the last one")
-    nightly.add_argument("--out", type=Path, default=Path("reports/nightly"),
-                         help="nightly folder: one sub-folder per run, plus history.sqlite")
-    nightly.add_argument("--models", type=_csv, default=None)
-    nightly.add_argument("--devices", type=_csv, default=["cpu"])
+    _add_run_arguments(nightly, "nightly folder: one sub-folder per run, plus history.sqlite "
+                                "(default: reports/nightly)")
     nightly.add_argument("--latency-tolerance", type=float, default=0.10)
 
     cmp_ = sub.add_parser("compare", help="compare two reports (regressions between nights)")
@@ -117,26 +139,23 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
-def check_devices(names: list[str], options: dict) -> None:
-    """Every requested device must exist and be usable, or the run does not start."""
+def check_devices(names: list[str], given_options: dict) -> dict[str, dict]:
+    """Every requested device must exist and be usable with its options, or the run does not
+    start. Returns the options of each device."""
     from qat_harness.devices import registry
 
-    known = registry.names()
     for name in names:
-        if name not in known:
-            raise UsageError(f"unknown device '{name}'; known devices: {', '.join(known)}")
-        avail = registry.create(name, **options).probe()
+        registry.device_class(name)  # unknown or unloadable: a UsageError naming it
+    per_device = registry.split_options(names, given_options)
+    for name in names:
+        avail = registry.create(name, **per_device[name]).probe()
         if not avail.available:
             raise UsageError(f"device '{name}' was requested but is not available: {avail.reason}")
+    return per_device
 
 
-def _device_options(args) -> dict:
-    opts = {"serial": args.serial, "benchmark_model": args.benchmark_model,
-            "accelerator": args.nnapi_accelerator, "device": args.edgetpu_device}
-    return {k: v for k, v in opts.items() if v is not None}
-
-
-def cmd_run(args) -> int:
+def run_options(args, out: Path):
+    """The run's options from the parsed command line (``run`` and ``nightly`` alike)."""
     from qat_harness import pipeline
     from qat_harness.devices.base import BenchSettings
     from qat_harness.models import registry as model_registry
@@ -150,12 +169,8 @@ def cmd_run(args) -> int:
         raise UsageError(f"weights file not found: {args.weights}")
     if args.threads < 1 or args.min_runs < 1:
         raise UsageError("--threads and --min-runs must be at least 1")
-    dev_opts = _device_options(args)
-    check_devices(args.devices, dev_opts)
-    out = args.out or _default_out("run")
-    console = _console()
-    started = time.perf_counter()
-    opts = pipeline.RunOptions(
+    per_device = check_devices(args.devices, device_option_values(args))
+    return pipeline.RunOptions(
         models=models, devices=args.devices, out=out, num_threads=args.threads,
         input_size=args.input_size,
         default_input_sizes=DEFAULT_INPUT_SIZES if args.models is None else {},
@@ -163,8 +178,16 @@ def cmd_run(args) -> int:
         limit_per_class=args.limit_per_class, eval_limit=args.eval_limit,
         bench=BenchSettings(warmup_runs=args.warmup, min_runs=args.min_runs,
                             min_seconds=args.min_seconds, num_threads=args.threads),
-        cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=dev_opts,
+        cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=per_device,
         check_bit_widths=not args.skip_bitwidth)
+
+
+def cmd_run(args, out: Path | None = None) -> int:
+    from qat_harness import pipeline
+
+    opts = run_options(args, out or args.out or _default_out("run"))
+    console = _console()
+    started = time.perf_counter()
     report = pipeline.run(opts, progress=console.log)
     elapsed = time.perf_counter() - started
     print_summary(report)
@@ -179,7 +202,7 @@ def cmd_run(args) -> int:
 def _gate(report, fail_on: str) -> int:
     order = {"never": None, "error": {"ERROR"}, "fail": {"ERROR", "FAIL"},
              "warn": {"ERROR", "FAIL", "WARN"}}[fail_on]
-    if order and any(c["verdict"] in order for c in report.claims):
+    if order and any(c.verdict.value in order for c in report.claims):
         return EXIT_GATE
     return EXIT_OK
 
@@ -194,7 +217,7 @@ def print_summary(report) -> None:
                    tablefmt="simple"))
     counts = report.verdict_counts()
     print("  ".join(f"{k} {v}" for k, v in counts.items()))
-    simulated = sorted({c["device"] for c in report.claims if c.get("simulated")})
+    simulated = sorted({c.device for c in report.claims if c.simulated})
     if simulated:
         print(f"simulated devices (not hardware results): {', '.join(simulated)}")
     sys.stdout.flush()  # the table (stdout) before the report path (stderr)
@@ -206,14 +229,17 @@ def cmd_devices(args) -> int:
     from qat_harness.devices import registry
 
     rows = []
-    for name in registry.names():
-        try:
-            avail = registry.create(name).probe()
-            status, reason = ("available" if avail.available else "missing"), avail.reason
-        except Exception as exc:  # noqa: BLE001 - a broken probe is itself a finding
-            status, reason = "error", f"{type(exc).__name__}: {exc}"
-        rows.append([name, status, registry.description(name), reason])
-    print(tabulate(rows, headers=["device", "status", "what", "details"], tablefmt="simple"))
+    for name, entry in registry.entries().items():
+        cls = entry.device_class
+        if cls is None:
+            rows.append([name, "unavailable", "-", entry.description, entry.load_error, "-"])
+            continue
+        avail = registry.probe(name)
+        options = ", ".join(o.cli_flag for o in cls.options) or "-"
+        rows.append([name, "available" if avail.available else "missing", cls.role.value,
+                     cls.description, avail.reason, options])
+    print(tabulate(rows, headers=["device", "status", "role", "what", "details", "options"],
+                   tablefmt="simple", maxcolwidths=[None, None, None, 40, 60, 30]))
     return EXIT_OK
 
 
@@ -227,17 +253,17 @@ def cmd_claims(args) -> int:
 
 def cmd_layers(args) -> int:
     try:
-        from qat_harness import layers
+        from qat_harness.layers import matrix as layers
     except ImportError as exc:
         raise UsageError(f"the layer matrix is not available in this build: {exc}") from None
     if args.list:
         print("\n".join(layers.available_probes()))
         return EXIT_OK
-    check_devices(args.devices, {})
+    per_device = check_devices(args.devices, device_option_values(args))
     out = args.out or _default_out("layers")
     console = _console()
     result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
-                               progress=console.log)
+                               progress=console.log, device_options=per_device)
     console.print(f"matrix: {out / 'layers.json'} and {out / 'layers.md'}")
     return EXIT_OK if result is not None else EXIT_INTERNAL
 
@@ -247,15 +273,14 @@ def cmd_nightly(args) -> int:
     regression (a verdict that got worse, a latency beyond the tolerance)."""
     from qat_harness import compare, history
 
-    run_dir = args.out / dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    run_args = build_parser().parse_args(["run", "--out", str(run_dir), "--devices", ",".join(args.devices),
-                                          "--fail-on", "never"]
-                                         + (["--models", ",".join(args.models)] if args.models else []))
-    code = cmd_run(run_args)
+    folder = args.out or Path("reports/nightly")
+    run_dir = folder / dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    args.fail_on = "never"
+    code = cmd_run(args, out=run_dir)
     if code == EXIT_USAGE:
         return code
     report_path = run_dir / "report.json"
-    db = args.out / "history.sqlite"
+    db = folder / "history.sqlite"
     run_id = history.record(db, compare.load(report_path), report_path)
     previous = history.previous_report(db, run_id)
     if previous is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qat_harness.claims import SEVERITY as VERDICT_RANK
-from qat_harness.errors import UsageError
+from qat_harness.results import SEVERITY as VERDICT_RANK
+from qat_harness.core.errors import UsageError
 
 
 def load(path: Path) -> dict:

@@ -2,12 +2,15 @@
 
 Modelled on playwright-pytest's ``--browser``: ``--device`` may be given several times; tests
 that use the ``device_name`` / ``device`` fixtures are parametrized once per device; markers
-``only_device("x")`` and ``skip_device("x", reason=...)`` narrow a test. A device that was asked
-for and is absent stops the session at once with the reason (exit code 4), never a silently
-all-skipped green run. Probes are cached for the session.
+``only_device("x")`` and ``skip_device("x", reason=...)`` narrow a test. Device options come
+from ``--device-option NAME=VALUE`` (checked against what the chosen devices declare) and can
+be overridden per project by redefining the ``device_options`` fixture. A device that was
+asked for and is absent stops the session at once with the reason (exit code 4), never a
+silently all-skipped green run. Probes are cached for the session.
 
-This module is imported by every pytest run where qat-harness is installed, so it must not
-import TensorFlow or touch any device unless a test asks for one."""
+This module is imported by every pytest run where qat-harness is installed, so it imports no
+TensorFlow, selects no Keras version and touches no device unless a test asks for one: the
+harness's Keras 2 work runs in its own child processes (see ``core.keras2``)."""
 from __future__ import annotations
 
 import pytest
@@ -21,22 +24,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--device", action="append", dest="qat_devices", default=None, metavar="NAME",
                     help="device to run conformance tests on (repeatable; default: cpu). "
                          "See `qat-harness devices`.")
+    group.addoption("--device-option", action="append", dest="qat_device_options", default=[],
+                    metavar="NAME=VALUE",
+                    help="an option of the chosen devices, e.g. serial=R58M123 (repeatable)")
     group.addoption("--conformance-models", dest="qat_models", default="digits_cnn",
                     help="comma-separated registry models for the conformance tests (default: digits_cnn)")
     group.addoption("--strict-perf", action="store_true", dest="qat_strict_perf",
                     help="a FAIL of a latency claim (C2/C3) fails the test instead of xfail")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "only_device(name, ...): run this test only on these devices")
-    config.addinivalue_line("markers", "skip_device(name, reason=''): never run this test on this device")
-    explicit = config.getoption("qat_devices", default=None)
-    if explicit:
-        for name in explicit:
-            availability = probe_device(name)
-            if not availability.available:
-                raise pytest.UsageError(f"--device={name} was requested but is not available: "
-                                        f"{availability.reason}")
 
 
 def requested_devices(config: pytest.Config) -> list[str]:
@@ -44,16 +38,50 @@ def requested_devices(config: pytest.Config) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def probe_device(name: str):
+def given_device_options(config: pytest.Config) -> dict[str, dict]:
+    """``--device-option`` values, split per requested device (typed by each option's
+    declaration); an option none of them declares is a usage error."""
+    from qat_harness.core.errors import UsageError
+    from qat_harness.devices import registry
+
+    raw: dict[str, str] = {}
+    for item in config.getoption("qat_device_options", default=None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise pytest.UsageError(f"--device-option {item!r}: expected NAME=VALUE")
+        raw[key.strip().replace("-", "_")] = value
+    names = requested_devices(config)
+    try:
+        per_device = registry.split_options(names, raw)
+        for name, options in per_device.items():
+            if not options:
+                continue
+            declared = {o.name: o for o in registry.options_of(name)}
+            per_device[name] = {k: declared[k].type(v) for k, v in options.items()}
+    except (UsageError, ValueError) as exc:
+        raise pytest.UsageError(f"--device-option: {exc}") from None
+    return per_device
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "only_device(name, ...): run this test only on these devices")
+    config.addinivalue_line("markers", "skip_device(name, reason=''): never run this test on this device")
+    explicit = config.getoption("qat_devices", default=None)
+    if explicit:
+        options = given_device_options(config)
+        for name in explicit:
+            availability = probe_device(name, options.get(name, {}))
+            if not availability.available:
+                raise pytest.UsageError(f"--device={name} was requested but is not available: "
+                                        f"{availability.reason}")
+
+
+def probe_device(name: str, options: dict | None = None):
     """Availability of a device, probed once per session."""
     if name not in _probe_cache:
         from qat_harness.devices import registry
-        from qat_harness.devices.base import Availability
 
-        if name not in registry.names():
-            _probe_cache[name] = Availability(False, f"unknown device; known: {', '.join(registry.names())}")
-        else:
-            _probe_cache[name] = registry.create(name).probe()
+        _probe_cache[name] = registry.probe(name, **(options or {}))
     return _probe_cache[name]
 
 
@@ -77,16 +105,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def device(device_name: str):
+def device_options(pytestconfig: pytest.Config) -> dict[str, dict]:
+    """Options per device name; override this fixture in a conftest.py to set them in code."""
+    return given_device_options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def device(device_name: str, device_options):
     """The adapter for the device this test instance runs on."""
     from qat_harness.devices import registry
 
-    availability = probe_device(device_name)
+    availability = probe_device(device_name, device_options.get(device_name, {}))
     if not availability.available:
         pytest.skip(f"{device_name} not available: {availability.reason}")
-    dev = registry.create(device_name)
+    dev = registry.create(device_name, **device_options.get(device_name, {}))
     yield dev
     dev.close()
+
+
+@pytest.fixture(scope="session")
+def device_role(device_name: str):
+    """The role of the device (host CPU, accelerator, oracle): which claims apply to it."""
+    from qat_harness.devices import registry
+
+    return registry.device_class(device_name).role
 
 
 @pytest.fixture(scope="session")
@@ -95,14 +137,14 @@ def conformance_models(pytestconfig: pytest.Config) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def conformance_report(tmp_path_factory, conformance_models, pytestconfig):
+def conformance_report(tmp_path_factory, conformance_models, pytestconfig, device_options):
     """One conformance run over the selected models and every requested device, shared by
-    the session's conformance tests; returns the report's data dict."""
+    the session's conformance tests; returns the report's data as written to report.json."""
     from qat_harness import pipeline
 
     out = tmp_path_factory.mktemp("conformance")
     opts = pipeline.RunOptions(models=conformance_models, devices=requested_devices(pytestconfig),
-                               out=out, eval_limit=None)
+                               out=out, eval_limit=None, device_options=device_options)
     report = pipeline.run(opts)
     return report.data
 

@@ -1,17 +1,25 @@
-"""The run report: ``report.json`` (machine-readable, versioned) and ``report.md`` (for people).
+"""The run report: a typed tree (``RunReport`` > ``ModelSection`` > ``DeviceSection``) that the
+stages fill with the values they return, written as ``report.json`` (machine-readable,
+versioned) and ``report.md`` (for people).
 
-The JSON is rewritten after every step of a run, atomically, so a run that dies half way
-leaves a valid report of everything measured until then (``status: running``)."""
+``to_json`` is the one place the tree becomes JSON. The JSON is rewritten after every step of
+a run, atomically, so a run that dies half way leaves a valid report of everything measured
+until then (``status: running``, or ``interrupted`` when the harness saw it stop)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from qat_harness.claims import CLAIMS, ClaimResult, Verdict
-from qat_harness.errors import UsageError
+from qat_harness.claims import CLAIMS
+from qat_harness.core.errors import UsageError
+from qat_harness.devices.base import Delegation
+from qat_harness.results import ClaimResult, Verdict, plain
+from qat_harness.stats import LatencySummary, RatioCI, StepDifference
 
 SCHEMA_VERSION = 1
 
@@ -20,8 +28,118 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _present(**fields: Any) -> dict:
+    """Optional report keys appear only once they hold something (as they always have)."""
+    return {k: plain(v) for k, v in fields.items() if v is not None}
+
+
+@dataclasses.dataclass
+class DeviceSection:
+    """What one model did on one device."""
+    simulated: bool
+    delegation: dict[str, Delegation] = dataclasses.field(default_factory=dict)  # variant ->
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # 'run:qat_int8' -> reason
+    vs_reference_kernels: StepDifference | None = None
+    top1: dict[str, float] | None = None
+    latency: dict[str, LatencySummary] | None = None
+    latency_raw_ms: dict[str, list[float]] | None = None
+    first_invoke_ms: dict[str, float] | None = None
+    bench_details: dict | None = None
+    speedup_qat_vs_float: RatioCI | None = None
+    speedup_ptq_vs_float: RatioCI | None = None
+
+    def to_json(self) -> dict:
+        return {"simulated": self.simulated, "delegation": plain(self.delegation),
+                **_present(errors=self.errors or None,
+                           vs_reference_kernels=self.vs_reference_kernels, top1=self.top1,
+                           latency=self.latency, latency_raw_ms=self.latency_raw_ms,
+                           first_invoke_ms=self.first_invoke_ms, bench_details=self.bench_details,
+                           speedup_qat_vs_float=self.speedup_qat_vs_float,
+                           speedup_ptq_vs_float=self.speedup_ptq_vs_float)}
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    name: str
+    eval_examples: int
+    labels_meaningful: bool
+
+
+@dataclasses.dataclass
+class ArtifactsInfo:
+    folder: Path
+    from_cache: bool
+    files: dict[str, Path]
+
+
+@dataclasses.dataclass
+class ModelSection:
+    """What happened to one model: where its artifacts came from, what the flatbuffers hold,
+    and a ``DeviceSection`` per device."""
+    description: str | None = None
+    config: dict | None = None
+    dataset: DatasetInfo | None = None
+    artifacts: ArtifactsInfo | None = None
+    keras: dict | None = None                # training/conversion metrics of the build
+    tflite: dict[str, Any] | None = None     # variant -> core.tflite.ModelInfo
+    quantization: dict[str, list] | None = None
+    ptq_checks: dict[str, Any] | None = None
+    devices: dict[str, DeviceSection] = dataclasses.field(default_factory=dict)
+    oracle_error: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        d = _present(description=self.description, config=self.config, dataset=self.dataset,
+                     artifacts=self.artifacts, keras=self.keras, tflite=self.tflite,
+                     quantization=self.quantization, ptq_checks=self.ptq_checks)
+        if self.devices:
+            d["devices"] = {name: section.to_json() for name, section in self.devices.items()}
+        d.update(_present(oracle_error=self.oracle_error, error=self.error))
+        return d
+
+
+@dataclasses.dataclass
+class Note:
+    model: str
+    text: str
+
+
+@dataclasses.dataclass
+class ModelError:
+    model: str
+    error: str
+    usage: bool
+
+
+@dataclasses.dataclass
+class RunReport:
+    environment: Any  # environment.Environment
+    options: dict
+    started: str = dataclasses.field(default_factory=_now)
+    finished: str | None = None
+    status: str = "running"
+    devices: dict[str, dict] = dataclasses.field(default_factory=dict)  # name -> describe()
+    models: dict[str, ModelSection] = dataclasses.field(default_factory=dict)
+    claims: list[ClaimResult] = dataclasses.field(default_factory=list)
+    notes: list[Note] = dataclasses.field(default_factory=list)
+    errors: list[ModelError] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = {"schema_version": SCHEMA_VERSION, "tool": "qat-harness", "started": self.started,
+             "finished": self.finished, "status": self.status,
+             "environment": plain(self.environment), "options": plain(self.options),
+             "devices": plain(self.devices),
+             "models": {name: m.to_json() for name, m in self.models.items()},
+             "claims": [c.to_dict() for c in self.claims], "notes": plain(self.notes)}
+        if self.errors:
+            d["errors"] = plain(self.errors)
+        return d
+
+
 class Report:
-    def __init__(self, out_dir: Path, environment: dict, options: dict):
+    """A ``RunReport`` bound to its output folder: recording helpers and the writer."""
+
+    def __init__(self, out_dir: Path, environment, options: dict):
         self.out_dir = Path(out_dir)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -30,10 +148,7 @@ class Report:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from None
-        self.data: dict = {"schema_version": SCHEMA_VERSION, "tool": "qat-harness",
-                           "started": _now(), "finished": None, "status": "running",
-                           "environment": environment, "options": options, "devices": {},
-                           "models": {}, "claims": [], "notes": []}
+        self.run = RunReport(environment, options)
         self.save()
 
     @property
@@ -46,63 +161,56 @@ class Report:
 
     # -- recording --------------------------------------------------------------------------
     def device(self, name: str, description: dict) -> None:
-        self.data["devices"][name] = description
+        self.run.devices[name] = description
 
-    def model(self, name: str, info: dict) -> dict:
-        return self.data["models"].setdefault(name, dict(info))
+    def model(self, name: str, section: ModelSection) -> ModelSection:
+        return self.run.models.setdefault(name, section)
 
     def add_claim(self, result: ClaimResult) -> None:
-        self.data["claims"].append(result.to_dict())
+        self.run.claims.append(result)
 
     def note(self, model: str, text: str) -> None:
-        self.data["notes"].append({"model": model, "text": text})
+        self.run.notes.append(Note(model, text))
 
     def model_error(self, model: str, text: str, usage: bool = False) -> None:
-        self.data["models"].setdefault(model, {})["error"] = text
-        self.data.setdefault("errors", []).append({"model": model, "error": text, "usage": usage})
+        self.run.models.setdefault(model, ModelSection()).error = text
+        self.run.errors.append(ModelError(model, text, usage))
 
     @property
-    def claims(self) -> list[dict]:
-        return self.data["claims"]
+    def claims(self) -> list[ClaimResult]:
+        return self.run.claims
 
     @property
     def usage_errors(self) -> list[str]:
-        return [e["error"] for e in self.data.get("errors", []) if e.get("usage")]
+        return [e.error for e in self.run.errors if e.usage]
+
+    @property
+    def data(self) -> dict:
+        """The report as it is written to report.json."""
+        return self.run.to_json()
 
     # -- writing ----------------------------------------------------------------------------
     def save(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=self.out_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=2, default=_jsonable)
-        os.replace(tmp, self.json_path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.data, f, indent=2)
+            os.replace(tmp, self.json_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def finish(self, status: str = "complete") -> None:
-        self.data["finished"] = _now()
-        self.data["status"] = status
+        self.run.finished = _now()
+        self.run.status = status
         self.save()
         self.md_path.write_text(render_markdown(self.data))
 
     def verdict_counts(self) -> dict[str, int]:
         counts = {v.value: 0 for v in Verdict}
         for c in self.claims:
-            counts[c["verdict"]] += 1
+            counts[c.verdict.value] += 1
         return counts
-
-
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "value"):
-        return obj.value
-    return str(obj)
 
 
 def format_measured(value) -> str:

@@ -1,22 +1,76 @@
 """Statistics for measurements: latency summaries, a bootstrap interval for a ratio of
-medians, and Wilson intervals for agreement rates (scipy does the work)."""
+medians, Wilson intervals for agreement rates (scipy does the work), and the distance between
+two quantized outputs in steps. Each returns a typed value with ``to_dict`` for the report."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from scipy import stats
 
 
-def latency_summary(times_ms: list[float]) -> dict:
+class _Serialisable:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySummary(_Serialisable):
+    n: int
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    min_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"n": self.n} if self.n == 0 else dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioCI(_Serialisable):
+    ratio: float
+    ci_low: float | None
+    ci_high: float | None
+    n_pairs: int
+    confidence: float | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.confidence is None:
+            d.pop("confidence")
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Proportion(_Serialisable):
+    """A rate with its Wilson interval."""
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    successes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDifference(_Serialisable):
+    """How far two quantized outputs of the same model are apart, in quantization steps."""
+    max_steps: int
+    mean_steps: float
+    fraction_exact: float
+
+
+def latency_summary(times_ms) -> LatencySummary:
     t = np.asarray(times_ms, dtype=float)
     if t.size == 0:
-        return {"n": 0}
-    return {"n": int(t.size), "median_ms": float(np.median(t)),
-            "p90_ms": float(np.percentile(t, 90)), "min_ms": float(t.min()),
-            "mean_ms": float(t.mean()), "std_ms": float(t.std(ddof=1)) if t.size > 1 else 0.0}
+        return LatencySummary(0)
+    return LatencySummary(n=int(t.size), median_ms=float(np.median(t)),
+                          p90_ms=float(np.percentile(t, 90)), min_ms=float(t.min()),
+                          mean_ms=float(t.mean()), std_ms=float(t.std(ddof=1)) if t.size > 1 else 0.0)
 
 
 def ratio_of_medians_ci(numerator_ms, denominator_ms, confidence: float = 0.95,
-                        resamples: int = 2000, seed: int = 0) -> dict:
+                        resamples: int = 2000, seed: int = 0) -> RatioCI:
     """median(numerator) / median(denominator) with a bootstrap interval.
 
     The two series were measured interleaved (a, b, a, b, ...), so run i of one and run i of
@@ -28,28 +82,25 @@ def ratio_of_medians_ci(numerator_ms, denominator_ms, confidence: float = 0.95,
     a, b = a[:n], b[:n]
     ratio = float(np.median(a) / np.median(b))
     if n < 5:
-        return {"ratio": ratio, "ci_low": None, "ci_high": None, "n_pairs": int(n)}
+        return RatioCI(ratio, None, None, int(n))
     res = stats.bootstrap((a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
                           paired=True, vectorized=True, n_resamples=resamples,
                           confidence_level=confidence, method="percentile",
                           random_state=np.random.default_rng(seed))
-    return {"ratio": ratio, "ci_low": float(res.confidence_interval.low),
-            "ci_high": float(res.confidence_interval.high), "n_pairs": int(n),
-            "confidence": confidence}
+    return RatioCI(ratio, float(res.confidence_interval.low), float(res.confidence_interval.high),
+                   int(n), confidence)
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> dict:
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Proportion:
     if n == 0:
-        return {"rate": None, "ci_low": None, "ci_high": None, "n": 0}
+        return Proportion(None, None, None, 0)
     ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence,
                                                                method="wilson")
-    return {"rate": successes / n, "ci_low": float(ci.low), "ci_high": float(ci.high),
-            "n": int(n), "successes": int(successes)}
+    return Proportion(successes / n, float(ci.low), float(ci.high), int(n), int(successes))
 
 
-def int8_step_difference(a: np.ndarray, b: np.ndarray) -> dict:
-    """How far two int8 outputs of the same model are apart, in quantization steps."""
+def int8_step_difference(a: np.ndarray, b: np.ndarray) -> StepDifference:
     d = np.abs(a.astype(np.int32) - b.astype(np.int32))
-    return {"max_steps": int(d.max()) if d.size else 0,
-            "mean_steps": float(d.mean()) if d.size else 0.0,
-            "fraction_exact": float(np.mean(d == 0)) if d.size else 1.0}
+    return StepDifference(max_steps=int(d.max()) if d.size else 0,
+                          mean_steps=float(d.mean()) if d.size else 0.0,
+                          fraction_exact=float(np.mean(d == 0)) if d.size else 1.0)

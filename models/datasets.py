@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qat_harness.errors import UsageError
+from qat_harness.core.errors import UsageError
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2

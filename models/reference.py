@@ -2,7 +2,9 @@
 nothing else."""
 from __future__ import annotations
 
-import qat_harness  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+from qat_harness.core import keras2
+
+keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
 
 
 def digits_cnn(input_size: int = 32, n_classes: int = 10, seed: int = 0):
@@ -61,7 +63,7 @@ def load_weights_safely(model, path: str) -> None:
     read: no architecture is deserialised, so no user code or pickle is ever executed."""
     from pathlib import Path
 
-    from qat_harness.errors import UsageError
+    from qat_harness.core.errors import UsageError
 
     p = Path(path)
     if not (p.exists() or Path(str(p) + ".index").exists()):

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from qat_harness.errors import UsageError
+from qat_harness.core.errors import UsageError
 from qat_harness.models import datasets
 
 

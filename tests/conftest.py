@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-import qat_harness  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
+from qat_harness.core import keras2
+
+keras2.enter()  # the suite trains and converts in-process too
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,7 +30,7 @@ def tiny_models(tmp_path_factory):
     inputs: {'float': path, 'int8': path, 'x': float inputs}."""
     import tf_keras as keras
 
-    from qat_harness.convert import to_tflite
+    from qat_harness.build.convert import to_tflite
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([

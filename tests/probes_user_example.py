@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import time
 
-import qat_harness  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
+from qat_harness.core import keras2
+
+keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
 
 
 def dense_probe():

@@ -1,5 +1,6 @@
-"""Edge TPU adapter without models: the compiler-report parser on recorded-format logs, device
-strings, device discovery, and what probe() says is missing. No TensorFlow, no hardware."""
+"""Edge TPU adapter without models: the compiler-report parser on the simulator's hand-written
+logs (the real outputs are in test_edgetpu_real_outputs.py), device strings, device discovery,
+and what probe() says is missing. No TensorFlow, no hardware."""
 from __future__ import annotations
 
 import importlib
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from qat_harness.devices import edgetpu, edgetpu_compiler as etc, edgetpu_runtime as etr
+from qat_harness.devices.edgetpu import compiler as etc
+from qat_harness.devices.edgetpu import device as edgetpu
+from qat_harness.devices.edgetpu import runtime as etr
 from qat_harness.devices.base import DeviceError
+from simulators.edgetpu.support import HAND_WRITTEN_LOGS, REAL_OUTPUTS, tool_output
 
-LOGS = Path(__file__).parent / "simulators" / "edgetpu" / "logs"
 MIB, KIB = 1024 ** 2, 1024
 ENV = ("QAT_EDGETPU_COMPILER", "QAT_EDGETPU_SIMULATOR", "QAT_EDGETPU_LIBRARY",
        "QAT_EDGETPU_SIM_SCENARIO", "QAT_EDGETPU_SIM_UNMAPPABLE")
@@ -25,14 +28,14 @@ def clean_env(monkeypatch):
 
 
 def parse(name: str) -> etc.CompilerReport:
-    return etc.parse_output((LOGS / name).read_text())
+    return etc.parse_output(tool_output(HAND_WRITTEN_LOGS / name))
 
 
 # --- parser ------------------------------------------------------------------------------
 
 def test_full_mapping_log():
     rep = parse("full_mapping_v16.txt")
-    assert rep.ok and rep.error is None
+    assert rep.ok and rep.error is None and rep.outcome is etc.Outcome.SUCCESS
     assert rep.version == "16.0.384591198" and not rep.simulated
     assert rep.compile_ms == 38
     assert rep.input_model == "work/tiny/qat_int8.tflite"
@@ -51,6 +54,7 @@ def test_full_mapping_log():
 
 def test_partial_mapping_with_second_subgraph_tail():
     rep = parse("partial_subgraphs_v16.txt")
+    assert rep.outcome is etc.Outcome.PARTIAL and rep.ok and rep.error is None
     d = etc.to_delegation(rep)
     assert (d.ops_total, d.ops_delegated) == (22, 13)
     assert rep.ops_on_cpu == 9
@@ -96,18 +100,23 @@ def test_operation_log_file():
     assert rep.ops_total == 22 and rep.delegated() == 13
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("not_quantized_v16.txt", "Model not quantized"),
-    ("internal_error_v16.txt", "Internal compiler error. Aborting!"),
-    ("internal_error_v14.txt", "Internal compiler error. Aborting!"),
-    ("failed_large_activations_v16.txt", "Compilation failed due to large activation tensors in model."),
-    ("failed_no_reason_v16.txt", "compilation failed (the compiler gave no reason)"),
+@pytest.mark.parametrize("path, outcome, reason", [
+    (REAL_OUTPUTS / "11_v15_0_model_not_quantized.txt", "not_quantized", "Model not quantized"),
+    (REAL_OUTPUTS / "07_v14_1_internal_error_no_blank_line.txt", "crash", "Internal compiler error. Aborting!"),
+    (REAL_OUTPUTS / "14_v16_0_failed_large_activation_tensors.txt", "failed",
+     "Compilation failed due to large activation tensors in model."),
+    (HAND_WRITTEN_LOGS / "failed_no_reason_v16.txt", "failed", "compilation failed (the compiler gave no reason)"),
 ])
-def test_failures(name, reason):
-    rep = parse(name)
-    assert not rep.ok
+def test_failures(path, outcome, reason):
+    rep = etc.parse_output(tool_output(path))
+    assert not rep.ok and rep.outcome.value == outcome
     assert rep.error == reason
     assert rep.rows == [] and rep.ops_total is None
+
+
+def test_every_hand_written_log_says_so_on_line_1():
+    for log in HAND_WRITTEN_LOGS.iterdir():
+        assert log.read_text().startswith("# hand-written, NOT recorded compiler output: "), log.name
 
 
 @pytest.mark.parametrize("text, value", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qat_harness.devices import edgetpu
+from qat_harness.devices.edgetpu import device as edgetpu
 from qat_harness.devices.base import BenchSettings
-from qat_harness.devices.cpu import CpuDevice
+from qat_harness.devices.litert.cpu import CpuDevice
 
 pytestmark = [pytest.mark.hardware, pytest.mark.device("edgetpu")]
 

@@ -1,34 +1,44 @@
 """The Edge TPU adapter end to end through the test suite's fake ``edgetpu_compiler``:
 compile (full / partial / failures), simulated runs and benchmarks on the host CPU, and the
-fake's fidelity to the recorded compiler logs. Real small int8 models, made on the spot."""
+fake's fidelity to real compiler outputs. Real small int8 models, made on the spot.
+
+The fake is always started with the interpreter running the tests (``write_launcher``), never
+through its ``python3`` shebang."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qat_harness.devices import edgetpu, registry
+from qat_harness.devices import registry
+from qat_harness.devices.edgetpu import compiler as etc
+from qat_harness.devices.edgetpu import device as edgetpu
 from qat_harness.devices.base import BenchSettings, DeviceError
-from qat_harness.devices.cpu import CpuDevice
+from qat_harness.devices.litert.cpu import CpuDevice
+from simulators.edgetpu.support import FAKE_COMPILER, REAL_OUTPUTS, tool_output, write_launcher
 
-SIM = Path(__file__).parent / "simulators" / "edgetpu"
-FAKE = SIM / "edgetpu_compiler"
-LOGS = SIM / "logs"
 ENV = ("QAT_EDGETPU_COMPILER", "QAT_EDGETPU_SIMULATOR", "QAT_EDGETPU_LIBRARY",
        "QAT_EDGETPU_SIM_SCENARIO", "QAT_EDGETPU_SIM_UNMAPPABLE")
 
 pytestmark = [pytest.mark.simulated, pytest.mark.device("edgetpu")]
 
 
+@pytest.fixture(scope="session")
+def launcher(tmp_path_factory) -> Path:
+    """The fake compiler, started with ``sys.executable``."""
+    return write_launcher(tmp_path_factory.mktemp("edgetpu-bin"))
+
+
 @pytest.fixture(autouse=True)
-def fake_compiler(monkeypatch):
+def fake_compiler(monkeypatch, launcher):
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QAT_EDGETPU_COMPILER", str(FAKE))
+    monkeypatch.setenv("QAT_EDGETPU_COMPILER", str(launcher))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +46,7 @@ def leaky_model(tmp_path_factory):
     """Conv2D -> LeakyReLU -> GAP -> Dense as full int8: LEAKY_RELU is not an Edge TPU op."""
     import tf_keras as keras
 
-    from qat_harness.convert import to_tflite
+    from qat_harness.build.convert import to_tflite
 
     keras.utils.set_random_seed(1)
     model = keras.Sequential([
@@ -63,7 +73,7 @@ def fast_bench() -> BenchSettings:
 # --- compile -----------------------------------------------------------------------------
 
 def test_fake_compiler_makes_the_adapter_simulated():
-    dev = registry.create("edgetpu", device="usb:0", serial="ignored-option")
+    dev = registry.create("edgetpu", device="usb:0")
     assert isinstance(dev, edgetpu.EdgeTpuDevice)
     assert dev.simulated and dev.compiler_simulated
     avail = dev.probe()
@@ -74,11 +84,11 @@ def test_fake_compiler_makes_the_adapter_simulated():
     assert info["runtime_version"].startswith("simulated")
 
 
-def test_compiler_found_on_path(monkeypatch):
+def test_compiler_found_on_path(monkeypatch, launcher):
     monkeypatch.delenv("QAT_EDGETPU_COMPILER")
-    monkeypatch.setenv("PATH", f"{SIM}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{launcher.parent}:/usr/bin:/bin")
     dev = edgetpu.EdgeTpuDevice()
-    assert dev.compiler == str(FAKE) and dev.simulated
+    assert dev.compiler == str(launcher) and dev.simulated
 
 
 def test_prepare_full_mapping(tiny_models, tmp_path):
@@ -117,15 +127,20 @@ def test_float_model_is_unsupported(tiny_models, tmp_path):
     assert err.value.reason.endswith("Model not quantized")
 
 
-@pytest.mark.parametrize("scenario, reason", [
-    ("internal-error", "Internal compiler error. Aborting!"),
-    ("failed-no-reason", "the compiler gave no reason"),
+@pytest.mark.parametrize("scenario, kind, reason", [
+    ("internal-error", "crash", "crashed on int8.tflite: Internal compiler error. Aborting!"),
+    ("crash", "crash", "libc++abi: terminating with uncaught exception of type std::out_of_range"),
+    ("large-activations", "unsupported", "Compilation failed due to large activation tensors in model."),
+    ("dynamic-tensors", "unsupported", "Model failed in Tflite interpreter"),
+    ("didnt-find-op", "unsupported", "Didn't find op for builtin opcode 'TRANSPOSE_CONV' version '4'"),
+    ("failed-no-reason", "unsupported", "the compiler gave no reason"),
+    ("compilation-timeout", "timeout", "Compilation timeout. This is usually caused by large activations."),
 ])
-def test_compiler_failures_are_unsupported(tiny_models, tmp_path, monkeypatch, scenario, reason):
+def test_compiler_failures(tiny_models, tmp_path, monkeypatch, scenario, kind, reason):
     monkeypatch.setenv("QAT_EDGETPU_SIM_SCENARIO", scenario)
     with pytest.raises(DeviceError) as err:
         edgetpu.EdgeTpuDevice().prepare(tiny_models["int8"], tmp_path)
-    assert err.value.kind == "unsupported" and reason in err.value.reason
+    assert err.value.kind == kind and reason in err.value.reason
 
 
 def test_corrupt_model(tmp_path):
@@ -146,7 +161,7 @@ def test_compiler_timeout(tiny_models, tmp_path, monkeypatch):
     assert err.value.kind == "timeout"
 
 
-# --- the fake follows the recorded layout ------------------------------------------------
+# --- the fake follows the real compiler's layout ---------------------------------------------
 
 def shape(text: str) -> list[str]:
     """Lines with numbers, sizes, paths and the version blanked out: the report's layout."""
@@ -159,31 +174,77 @@ def shape(text: str) -> list[str]:
     return out
 
 
-def fake_output(model: Path, outdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(FAKE), "-s", "-o", str(outdir), str(model)], capture_output=True,
+def real_output(prefix: str) -> str:
+    (path,) = REAL_OUTPUTS.glob(prefix + "*.txt")
+    return tool_output(path)
+
+
+def fake_output(launcher: Path, model: Path, outdir: Path, *flags: str,
+                env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(launcher), *flags, "-o", str(outdir), str(model)], capture_output=True,
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("model_key, log", [("int8", "full_mapping_v16.txt"),
-                                             ("float", "not_quantized_v16.txt")])
-def test_fake_matches_recorded_layout(tiny_models, tmp_path, model_key, log):
-    proc = fake_output(tiny_models[model_key], tmp_path)
-    assert shape(proc.stdout) == shape((LOGS / log).read_text())
-    assert proc.returncode == (0 if model_key == "int8" else 1)
+def test_fake_full_mapping_matches_a_real_16_0_run(tiny_models, tmp_path, launcher):
+    proc = fake_output(launcher, tiny_models["int8"], tmp_path)  # without -s, as fixture 13 was
+    assert proc.returncode == 0
+    assert shape(proc.stdout) == shape(real_output("13_"))
 
 
-def test_fake_partial_matches_recorded_layout(leaky_model, tmp_path):
-    proc = fake_output(leaky_model, tmp_path)
-    recorded = shape((LOGS / "partial_subgraphs_v16.txt").read_text())
-    # same summary block; the table rows differ with the model (checked in the prepare tests)
-    assert shape(proc.stdout)[:22] == recorded[:22]
+def test_fake_full_mapping_table_matches_a_real_16_0_run(tiny_models, tmp_path, launcher):
+    proc = fake_output(launcher, tiny_models["int8"], tmp_path, "-s")
+    real = [line for line in real_output("26_").splitlines()  # drop what -d added
+            if not line.startswith(("Searching for valid delegate", "Try to compile segment"))]
+    assert shape(proc.stdout)[:18] == shape("\n".join(real))[:18]  # up to the first row
+    row = re.compile(r"^[A-Z0-9_]+ +\d+ +Mapped to Edge TPU$")
+    assert all(row.match(line) for line in real[18:])
+    assert all(row.match(line) for line in proc.stdout.splitlines()[18:22])
+
+
+def test_fake_partial_mapping_matches_a_real_run(leaky_model, tmp_path, launcher):
+    proc = fake_output(launcher, leaky_model, tmp_path, "-s")
+    # 15.0 (fixture 25) lacks 16.0's timer line; the summary, notice and table header agree
+    assert shape(proc.stdout)[2:22] == shape(real_output("25_"))[1:21]
     assert proc.stdout.rstrip().endswith("Compilation succeeded!")
 
 
-def test_fake_internal_error_matches_recorded(tiny_models, tmp_path):
-    proc = fake_output(tiny_models["int8"], tmp_path, {"QAT_EDGETPU_SIM_SCENARIO": "internal-error"})
-    assert shape(proc.stdout) == shape((LOGS / "internal_error_v16.txt").read_text())
+def test_fake_float_model_matches_a_real_rejection(tiny_models, tmp_path, launcher):
+    proc = fake_output(launcher, tiny_models["float"], tmp_path, "-s")
+    assert proc.returncode == 1
+    assert shape(proc.stdout) == shape(real_output("11_"))
+
+
+@pytest.mark.parametrize("scenario, prefix", [("internal-error", "10_"), ("crash", "16_"),
+                                               ("large-activations", "14_"), ("dynamic-tensors", "15_"),
+                                               ("didnt-find-op", "17_")])
+def test_fake_replays_real_outputs(tiny_models, tmp_path, launcher, scenario, prefix):
+    proc = fake_output(launcher, tiny_models["int8"], tmp_path, "-s",
+                       env={"QAT_EDGETPU_SIM_SCENARIO": scenario})
     assert proc.returncode != 0
+    version, rest = real_output(prefix).split("\n", 1)
+    assert proc.stdout == f"{version} {etc.SIMULATOR_MARKER}\n{rest}"
+
+
+# --- the fake runs on the tests' interpreter, whatever python3 PATH offers ---------------------
+
+def test_simulated_flow_ignores_the_python3_on_path(tiny_models, tmp_path, monkeypatch):
+    decoy_dir = tmp_path / "decoy"
+    decoy_dir.mkdir()
+    decoy = decoy_dir / "python3"
+    decoy.write_text("#!/bin/sh\nexit 1\n")
+    decoy.chmod(0o755)
+    others = [d for d in os.environ["PATH"].split(os.pathsep)
+              if d and not (Path(d) / "python3").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(decoy_dir), *others]))
+    assert shutil.which("python3") == str(decoy)
+    # the shebang route is broken here, which is the point of the test
+    assert subprocess.run([str(FAKE_COMPILER), "--version"], capture_output=True).returncode == 1
+
+    dev = edgetpu.EdgeTpuDevice()
+    assert dev.simulated and dev.probe().available
+    compiled, deleg = dev.prepare(tiny_models["int8"], tmp_path)
+    assert (deleg.ops_total, deleg.ops_delegated) == (4, 4)
+    assert dev.run(compiled, int8_inputs(2)).outputs.shape == (2, 3)
 
 
 # --- simulated runs ----------------------------------------------------------------------

@@ -171,3 +171,22 @@ def test_the_real_adb_command_line_works_against_the_fake(fake, tmp_path):
     assert back.read_bytes() == src.read_bytes()
     unauthorized = run("-s", "S2", "shell", "true")
     assert unauthorized.returncode != 0 and "unauthorized" in unauthorized.stderr
+
+
+def test_fake_benchmark_model_gpu_and_xnnpack_and_a_build_without_replacing_lines(tmp_path, tiny_models):
+    with running([FakeDevice("S1"), FakeDevice("S2", replacing_line=False, cpuinfo="")], tmp_path) as srv:
+        for dev in srv.devices:
+            dev.write_file("/data/local/tmp/bm/benchmark_model",
+                           write_fake_benchmark_model(tmp_path / "b").read_bytes(), 0o755)
+            dev.write_file("/data/local/tmp/bm/m.tflite", Path(tiny_models["int8"]).read_bytes())
+        base = "/data/local/tmp/bm/benchmark_model --graph=/data/local/tmp/bm/m.tflite --num_runs=1 --warmup_runs=0"
+        gpu = shell_v2(srv.port, "S1", base + " --use_gpu=true")[0].decode()
+        assert "INFO: Use gpu: [1]" in gpu and "INFO: Created TensorFlow Lite delegate for GPU." in gpu
+        assert "Replacing 4 out of 4 node(s) with delegate (TfLiteGpuDelegateV2) node" in gpu
+        assert "Explicitly applied GPU delegate, and the model graph will be completely executed" in gpu
+        xnn = shell_v2(srv.port, "S1", base + " --use_xnnpack=true")[0].decode()
+        assert "(TfLiteXNNPackDelegate) node" in xnn and "Explicitly applied XNNPACK delegate" in xnn
+        quiet = shell_v2(srv.port, "S2", base + " --use_nnapi=true")[0].decode()
+        assert "Replacing" not in quiet and "Explicitly applied NNAPI delegate" in quiet
+        assert b"asimddp" in shell_v2(srv.port, "S1", "cat /proc/cpuinfo")[0]
+        assert shell_v2(srv.port, "S2", "cat /proc/cpuinfo")[2] == 1  # no cpuinfo on this phone

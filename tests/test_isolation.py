@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from qat_harness.devices.base import BenchSettings, DeviceError
-from qat_harness.devices.cpu import CpuDevice, CpuRefDevice
-from qat_harness.devices.isolation import run_child
+from qat_harness.devices.litert.cpu import CpuDevice, CpuRefDevice
+from qat_harness.core.child import run_child
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_corrupt_model_is_a_device_error_not_a_crash(tmp_path):
 
 
 def test_cpu_and_reference_kernels_agree_on_tiny_int8_model(tiny_models):
-    from qat_harness.convert import quantize_input
+    from qat_harness.core.tflite import quantize_input
     x = quantize_input(tiny_models["x"], 1 / 255, -128)
     fast = CpuDevice().run(tiny_models["int8"], x).outputs
     ref = CpuRefDevice().run(tiny_models["int8"], x).outputs

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qat_harness import layers, layers_report
+from qat_harness.layers import matrix as layers
+from qat_harness.layers import report as layers_report
 from qat_harness.devices.base import Delegation
-from qat_harness.errors import UsageError
-from qat_harness.tflite_inspect import TensorInfo
+from qat_harness.core.errors import UsageError
+from qat_harness.core.tflite import TensorInfo
 
 TESTS = Path(__file__).resolve().parent
 HANG_TIMEOUT_S = 25
@@ -185,7 +186,7 @@ def test_bad_input_is_a_usage_error(tmp_path, kwargs, message):
 def test_registry_is_read_from_tfmot():
     import tf_keras as keras
 
-    from qat_harness import tfmot_registry as reg
+    from qat_harness.build import tfmot_registry as reg
 
     table = reg.registry_table()
     assert {"Conv2D", "DepthwiseConv2D", "Dense", "Concatenate", "MaxPooling2D"} <= set(table)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from qat_harness import layers
+from qat_harness.layers import matrix as layers
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qat_harness.core.errors import UsageError
 from qat_harness.devices import registry
 from qat_harness.devices.base import BenchSettings, DeviceError
-from qat_harness.devices.cpu import CpuDevice
-from qat_harness.devices.nnapi import NnapiDevice, api_warnings
+from qat_harness.devices.litert.cpu import CpuDevice
+from qat_harness.devices.android.nnapi import NnapiDevice, api_warnings
 from simulators.fake_adb import FakeAdbServer, FakeDevice, write_fake_benchmark_model
 
 pytestmark = pytest.mark.simulated
@@ -64,7 +65,7 @@ def adapter(server: FakeAdbServer | None, binary: Path | None, **options) -> Nna
 def int8_inputs(tiny_models) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    from qat_harness.convert import quantize_input
+    from qat_harness.core.tflite import quantize_input
     scale, zero_point = Interpreter(str(tiny_models["int8"])).get_input_details()[0]["quantization"]
     return quantize_input(tiny_models["x"], scale, zero_point)
 
@@ -182,12 +183,14 @@ def test_registry_builds_the_adapter_from_options(phone, binary, monkeypatch):
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     monkeypatch.delenv("QAT_BENCHMARK_MODEL", raising=False)
     dev = registry.create("nnapi", serial="QATSIM0001", benchmark_model=str(binary), accelerator="sim-npu",
-                          num_threads=3, device="an edgetpu option, ignored here")
+                          num_threads=3)
     assert isinstance(dev, NnapiDevice)
     assert (dev.requested_serial, dev.benchmark_model, dev.accelerator, dev.num_threads) == (
         "QATSIM0001", str(binary), "sim-npu", 3)
     assert dev.probe().available
-    assert "nnapi" in registry.names() and "benchmark_model" in registry.description("nnapi")
+    assert "nnapi" in registry.names() and "benchmark_model" in registry.entries()["nnapi"].description
+    with pytest.raises(UsageError, match="has no option device"):
+        registry.create("nnapi", device="an edgetpu option")
 
 
 # --- API levels --------------------------------------------------------------------------------

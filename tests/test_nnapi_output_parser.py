@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from qat_harness.devices import benchmark_model_output as bmo
+from qat_harness.devices.android import benchmark_output as bmo
 
 FULL_NNAPI = """\
 INFO: STARTING!
@@ -198,3 +198,69 @@ def test_no_output_at_all():
     out = bmo.parse("")
     assert not out.completed and not out.failed
     assert out.error_summary() == "benchmark_model printed no timings"
+
+
+LOGCAT_RUN = """\
+05-30 15:16:44.101  3380  3380 I tflite_BenchmarkModelActivity: Running TensorFlow Lite benchmark with args: --graph=/data/local/tmp/m.tflite --use_nnapi=true
+05-30 15:16:44.210  3380  3380 I tflite  : Use NNAPI: [1]
+05-30 15:16:44.230  3380  3380 I tflite  : NNAPI accelerators available: [qti-dsp,nnapi-reference]
+05-30 15:16:44.301  3380  3380 I tflite  : Explicitly applied NNAPI delegate, and the model graph will be partially executed by the delegate w/ 3 delegate kernels.
+05-30 15:16:44.402  3380  3380 E ExecutionBuilder: some driver's own complaint
+05-30 15:16:45.001  3380  3380 I tflite  : count=5 first=9100 curr=8010 min=7990 max=9100 avg=8240.2 std=430
+05-30 15:16:45.362  3380  3380 I tflite  : count=40 first=8011 curr=7903 min=7850 max=8402 avg=7981.5 std=96
+05-30 15:16:45.363  3380  3380 I tflite  : Inference timings in us: Init: 51234, First inference: 9100, Warmup (avg): 8240.2, Inference (avg): 7981.5
+"""
+
+
+def test_logcat_formatted_output_parses_like_plain_output():
+    out = bmo.parse(LOGCAT_RUN)
+    plain = bmo.parse("\n".join(bmo.split_line(line)[1] for line in LOGCAT_RUN.splitlines()))
+    assert out.logcat_format and not plain.logcat_format
+    assert out.completed and out.errors == []  # another tag's E line is not benchmark_model's error
+    assert (out.warmup.count, out.inference.count, out.inference.std) == (5, 40, 96)
+    assert out.inference_avg_us == pytest.approx(7981.5) and out.init_us == 51234
+    assert out.applied == {"NNAPI": "partial"} and out.delegate_kernels == {"NNAPI": 3}
+    assert out.claims_partial_delegation is True and out.claims_full_delegation is False
+    assert out.accelerators == ["qti-dsp", "nnapi-reference"] and out.delegate == "nnapi"
+    for field in ("init_us", "warmup_avg_us", "inference_avg_us", "warmup", "inference", "applied", "accelerators"):
+        assert getattr(out, field) == getattr(plain, field), field
+
+
+@pytest.mark.parametrize("line", [
+    "05-30 15:16:45.400  3380  3380 E tflite  : Failed to apply NNAPI delegate.",
+    "E/tflite  ( 3380): Failed to apply NNAPI delegate.",
+    "2023-06-14 10:55:21.084 18088-18088 tflite                  org.tensorflow.lite.benchmark        E  "
+    "Failed to apply NNAPI delegate.",
+])
+def test_logcat_error_lines_are_errors(line):
+    out = bmo.parse(line + "\n05-30 15:16:45.401  3380  3380 E tflite  : Benchmarking failed.\n")
+    assert out.logcat_format and out.failed and not out.completed
+    assert out.errors == ["Failed to apply NNAPI delegate.", "Benchmarking failed."]
+    assert out.error_summary() == "Failed to apply NNAPI delegate."
+
+
+def test_provider_lines_without_a_replacing_line():
+    full = bmo.parse("INFO: Explicitly applied GPU delegate, and the model graph will be completely executed "
+                     "by the delegate.\n")
+    assert full.replacements == [] and full.nodes_replaced is None
+    assert full.applied == {"GPU": "full"} and full.claims_full_delegation is True
+    assert full.delegate == "gpu"
+    partial = bmo.parse("Explicitly applied XNNPACK delegate, and the model graph will be partially executed by "
+                        "the delegate w/ 4 delegate kernels.\n")
+    assert partial.applied == {"XNNPACK": "partial"} and partial.delegate_kernels == {"XNNPACK": 4}
+    assert partial.claims_partial_delegation is True and partial.claims_full_delegation is False
+
+
+def test_bare_failure_lines_of_older_builds_and_verbose_replacing():
+    out = bmo.parse("XNNPACK delegate created.\nFailed to apply XNNPACK delegate.\nBenchmarking failed.\n")
+    assert out.errors == ["Failed to apply XNNPACK delegate.", "Benchmarking failed."] and out.failed
+    verbose = bmo.parse("VERBOSE: Replacing 7 out of 9 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+                        "yielding 3 partitions for the whole graph.\nINFO: Tensorflow Version : 2.15.0\n")
+    assert (verbose.nodes_replaced, verbose.nodes_total, verbose.delegate) == (7, 9, "gpu")
+    assert verbose.tflite_version == "2.15.0"
+
+
+def test_only_an_initialization_profile_gives_no_node_types():
+    text = PARTIAL_WITH_PROFILE.replace("Operator-wise Profiling Info for Regular Benchmark Runs",
+                                        "Profiling Info for Benchmark Initialization")
+    assert bmo.parse(text).node_types == {}

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from qat_harness.devices.adb_transport import (AdbConfigError, AdbTransport, ServerAddress, classify,
+from qat_harness.devices.android.adb import (AdbConfigError, AdbTransport, ServerAddress, classify,
                                                quote_command, server_address)
 from qat_harness.devices.base import DeviceError
 from simulators.fake_adb import FakeDevice, running

@@ -2,18 +2,21 @@
 import copy
 import json
 
-from qat_harness import claims, compare, history
-from qat_harness.report import Report
+from qat_harness import claims, compare, history, stats
+from qat_harness.environment import CpuInfo, Environment
+from qat_harness.report import DeviceSection, ModelSection, Report
+
+ENV = Environment(harness_version="0", python="3.11", platform="test",
+                  cpu=CpuInfo("test cpu", "x86_64", 2, ["avx2"]), num_threads=2,
+                  libraries={"tensorflow": "2.21.0"})
 
 
 def _report(tmp_path, verdict_c1=4000, median=1.0):
-    env = {"cpu": {"model": "test cpu", "machine": "x86_64", "logical_cores": 2, "flags": ["avx2"]},
-           "num_threads": 2, "libraries": {"tensorflow": "2.21.0"}, "harness_version": "0"}
-    r = Report(tmp_path, env, {})
+    r = Report(tmp_path, ENV, {})
     r.add_claim(claims.size_claim("m", verdict_c1, 1000))
-    r.model("m", {"description": "test"})["devices"] = {
-        "cpu": {"latency": {"qat_int8": {"median_ms": median, "p90_ms": median, "n": 10,
-                                         "min_ms": median, "std_ms": 0.0}}}}
+    section = r.model("m", ModelSection(description="test"))
+    section.devices["cpu"] = DeviceSection(simulated=False,
+                                           latency={"qat_int8": stats.latency_summary([median] * 10)})
     r.finish()
     return r
 
@@ -27,9 +30,7 @@ def test_report_json_and_markdown(tmp_path):
 
 
 def test_partial_report_is_valid_json_while_running(tmp_path):
-    env = {"cpu": {"model": "x", "machine": "x", "logical_cores": 1, "flags": []}, "num_threads": 1,
-           "libraries": {}}
-    r = Report(tmp_path, env, {})
+    r = Report(tmp_path, ENV, {})
     r.add_claim(claims.size_claim("m", 4000, 1000))
     r.save()
     data = json.loads(r.json_path.read_text())

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import qat_harness  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
-from qat_harness import tflite_inspect as ti
+from qat_harness import inspection
+from qat_harness.core import tflite as ti
 
 CONV_FILTERS = 8
 DENSE_UNITS = 5
@@ -29,7 +29,7 @@ def converted(tmp_path_factory):
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from qat_harness.convert import to_tflite
+    from qat_harness.build.convert import to_tflite
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).uniform(0, 1, (32, 12, 12, 3)).astype(np.float32)
@@ -61,7 +61,7 @@ def converted(tmp_path_factory):
 
     import tensorflow as tf
 
-    from qat_harness.convert import representative
+    from qat_harness.build.convert import representative
 
     # full-int8 body with the converter's default float interface
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -138,37 +138,37 @@ def test_model_structure_and_summary(converted, infos):
 
 # -- C4 ----------------------------------------------------------------------------------------
 def test_float_model_is_not_full_integer(infos):
-    check = ti.full_integer_check(infos["float"])
-    assert not check["ok"]
-    assert check["io_dtypes"] == {"inputs": ["float32"], "outputs": ["float32"]}
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(check["float_ops"])
-    assert check["float_tensors"] > 0
-    assert "float op" in check["reason"] and "\n" not in check["reason"]
+    check = inspection.full_integer_check(infos["float"])
+    assert not check.ok
+    assert check.io_dtypes == {"inputs": ["float32"], "outputs": ["float32"]}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(check.float_ops)
+    assert check.float_tensors > 0
+    assert "float op" in check.reason and "\n" not in check.reason
 
 
 @pytest.mark.parametrize("variant", ["ptq", "qat"])
 def test_int8_models_are_full_integer(infos, variant):
-    check = ti.full_integer_check(infos[variant], require_int8_io=True)
-    assert check["ok"], check["reason"]
-    assert check["io_dtypes"] == {"inputs": ["int8"], "outputs": ["int8"]}
-    assert check["float_ops"] == [] and check["float_tensors"] == 0
-    assert check["dequantize_ops"] == 0 and check["quantize_ops"] == 0
+    check = inspection.full_integer_check(infos[variant], require_int8_io=True)
+    assert check.ok, check.reason
+    assert check.io_dtypes == {"inputs": ["int8"], "outputs": ["int8"]}
+    assert check.float_ops == [] and check.float_tensors == 0
+    assert check.dequantize_ops == 0 and check.quantize_ops == 0
 
 
 def test_float_interface_accepted_only_when_int8_io_not_required(infos):
     """Integer body behind a float interface (QUANTIZE at the input, DEQUANTIZE at the output)."""
     info = infos["ptq_float_io"]
     assert [info.ops[0].opcode, info.ops[-1].opcode] == ["QUANTIZE", "DEQUANTIZE"]
-    strict = ti.full_integer_check(info, require_int8_io=True)
-    assert not strict["ok"] and "not int8" in strict["reason"]
-    assert strict["quantize_ops"] == 1 and strict["dequantize_ops"] == 1
-    assert sorted(strict["float_ops"]) == ["DEQUANTIZE", "QUANTIZE"]
-    relaxed = ti.full_integer_check(info, require_int8_io=False)
-    assert relaxed["ok"], relaxed["reason"]
-    assert relaxed["io_dtypes"] == {"inputs": ["float32"], "outputs": ["float32"]}
-    assert relaxed["float_ops"] == [] and relaxed["float_tensors"] == 0
+    strict = inspection.full_integer_check(info, require_int8_io=True)
+    assert not strict.ok and "not int8" in strict.reason
+    assert strict.quantize_ops == 1 and strict.dequantize_ops == 1
+    assert sorted(strict.float_ops) == ["DEQUANTIZE", "QUANTIZE"]
+    relaxed = inspection.full_integer_check(info, require_int8_io=False)
+    assert relaxed.ok, relaxed.reason
+    assert relaxed.io_dtypes == {"inputs": ["float32"], "outputs": ["float32"]}
+    assert relaxed.float_ops == [] and relaxed.float_tensors == 0
     # the float model gains nothing from the relaxation: its body is float
-    assert not ti.full_integer_check(infos["float"], require_int8_io=False)["ok"]
+    assert not inspection.full_integer_check(infos["float"], require_int8_io=False).ok
 
 
 def test_int8_requantize_is_integer_but_float_quantize_is_not():
@@ -179,22 +179,22 @@ def test_int8_requantize_is_integer_but_float_quantize_is_not():
     b.quantization.scale = [0.5]
     b.quantization.zeroPoint = [3]
     requant = _handmade([(B.QUANTIZE, B.QUANTIZE, None)], [(0, [0], [1])], [a, b], [_buffer()])
-    check = ti.full_integer_check(ti.inspect_model(_pack(requant)))
-    assert check["ok"], check["reason"]
-    assert (check["quantize_ops"], check["requantize_ops"]) == (0, 1)
-    assert "1 int->int requantize" in check["reason"]
+    check = inspection.full_integer_check(ti.inspect_model(_pack(requant)))
+    assert check.ok, check.reason
+    assert (check.quantize_ops, check.requantize_ops) == (0, 1)
+    assert "1 int->int requantize" in check.reason
 
     f = _tensor("f", [1, 4], "FLOAT32")
     quant = _handmade([(B.QUANTIZE, B.QUANTIZE, None)], [(0, [0], [1])], [f, b], [_buffer()],
                       outputs=[1])
-    check = ti.full_integer_check(ti.inspect_model(_pack(quant)))
-    assert not check["ok"] and (check["quantize_ops"], check["requantize_ops"]) == (1, 0)
+    check = inspection.full_integer_check(ti.inspect_model(_pack(quant)))
+    assert not check.ok and (check.quantize_ops, check.requantize_ops) == (1, 0)
 
 
 # -- C5 ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["ptq", "qat"])
 def test_conv_weights_are_per_channel(infos, variant):
-    rows = {r["opcode"]: r for r in ti.weight_granularity(infos[variant])}
+    rows = {r["opcode"]: r for r in inspection.weight_granularity(infos[variant])}
     assert set(rows) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     for opcode, axis in (("CONV_2D", 0), ("DEPTHWISE_CONV_2D", 3)):
         r = rows[opcode]
@@ -202,29 +202,29 @@ def test_conv_weights_are_per_channel(infos, variant):
         assert r["granularity"] == "per-channel"
         assert r["n_scales"] == r["out_channels"] == CONV_FILTERS
         assert r["quantized_dimension"] == axis
-    check = ti.per_axis_check(infos[variant])
-    assert check["ok"], check["reason"]
-    assert check["conv_per_channel"] == 2 and check["conv_per_tensor"] == 0
+    check = inspection.per_axis_check(infos[variant])
+    assert check.ok, check.reason
+    assert check.conv_per_channel == 2 and check.conv_per_tensor == 0
 
 
 def test_dense_is_per_tensor_after_qat_and_per_channel_after_ptq(infos):
     """Measured on tfmot 0.8.1 / TF 2.21: QAT's Dense quantizer is per-tensor, the PTQ
     calibrator quantizes FULLY_CONNECTED per output channel. Both pass C5 (dense is reported)."""
     def dense(variant):
-        return next(r for r in ti.weight_granularity(infos[variant]) if r["opcode"] == "FULLY_CONNECTED")
+        return next(r for r in inspection.weight_granularity(infos[variant]) if r["opcode"] == "FULLY_CONNECTED")
 
     assert dense("qat")["granularity"] == "per-tensor" and dense("qat")["n_scales"] == 1
     assert dense("ptq")["granularity"] == "per-channel" and dense("ptq")["n_scales"] == DENSE_UNITS
-    assert ti.per_axis_check(infos["qat"])["dense"] == {"per-tensor": 1, "per-channel": 0}
-    assert ti.per_axis_check(infos["ptq"])["dense"] == {"per-tensor": 0, "per-channel": 1}
+    assert inspection.per_axis_check(infos["qat"]).dense == {"per-tensor": 1, "per-channel": 0}
+    assert inspection.per_axis_check(infos["ptq"]).dense == {"per-tensor": 0, "per-channel": 1}
 
 
 def test_float_conv_weights_fail_per_axis(infos):
-    rows = ti.weight_granularity(infos["float"])
+    rows = inspection.weight_granularity(infos["float"])
     assert {r["granularity"] for r in rows} == {"float"}
-    check = ti.per_axis_check(infos["float"])
-    assert not check["ok"] and check["conv_per_channel"] == 0
-    assert "float" in check["reason"]
+    check = inspection.per_axis_check(infos["float"])
+    assert not check.ok and check.conv_per_channel == 0
+    assert "float" in check.reason
 
 
 def _quantized(name, shape, n_scales, axis):
@@ -252,14 +252,14 @@ def test_per_axis_check_flags_per_tensor_and_wrong_axis_conv_weights():
     model = _handmade([(B.CONV_2D, B.CONV_2D, None), (B.DEPTHWISE_CONV_2D, B.DEPTHWISE_CONV_2D, None)],
                       ops, tensors, [_buffer(), _buffer(data=[1] * 64)], outputs=[5, 6, 7, 8])
     info = ti.inspect_model(_pack(model))
-    rows = ti.weight_granularity(info)
+    rows = inspection.weight_granularity(info)
     assert [r["granularity"] for r in rows] == ["per-tensor", "per-tensor", "per-channel", "per-channel"]
     assert [r["out_channels"] for r in rows] == [8, 1, 8, 8]
-    check = ti.per_axis_check(info)
-    assert not check["ok"]
+    check = inspection.per_axis_check(info)
+    assert not check.ok
     # single-output-channel conv and the depthwise are fine; per-tensor and wrong axis are not
-    assert (check["conv_per_channel"], check["conv_per_tensor"], check["conv_other"]) == (2, 1, 1)
-    assert "2 of 4 conv weight(s) not per-channel" in check["reason"]
+    assert (check.conv_per_channel, check.conv_per_tensor, check.conv_other) == (2, 1, 1)
+    assert "2 of 4 conv weight(s) not per-channel" in check.reason
 
 
 def test_describe_quantization_lists_per_channel_weights(infos):
@@ -277,9 +277,9 @@ def test_describe_quantization_lists_per_channel_weights(infos):
 def test_batchnorm_after_conv_is_folded(infos, variant):
     counts = infos[variant].op_counts()
     assert "MUL" not in counts and "ADD" not in counts
-    check = ti.batchnorm_fold_check(infos[variant])
-    assert check["ok"], check["reason"]
-    assert check["conv_ops"] == 2 and check["unfolded_after"] == []
+    check = inspection.batchnorm_fold_check(infos[variant])
+    assert check.ok, check.reason
+    assert check.conv_ops == 2 and check.unfolded_after == []
 
 
 @pytest.mark.parametrize("variant", ["unfolded_float", "unfolded_int8"])
@@ -287,17 +287,17 @@ def test_unfoldable_batchnorm_is_reported(infos, variant):
     info = infos[variant]
     counts = info.op_counts()
     assert counts.get("MUL") == 2 and counts.get("ADD") == 2
-    check = ti.batchnorm_fold_check(info)
-    assert not check["ok"]
+    check = inspection.batchnorm_fold_check(info)
+    assert not check.ok
     # the ReLU conv (3x3, 4 filters) is followed by its BN's MUL
     relu_conv = [op.index for op in info.ops if op.opcode == "CONV_2D"
                  and info.tensor(op.inputs[1]).shape == [4, 3, 3, 3]]
-    assert check["unfolded_after"] == relu_conv
+    assert check.unfolded_after == relu_conv
     # the BN after the concatenation: a MUL reading the CONCATENATION output
     concat = next(op for op in info.ops if op.opcode == "CONCATENATION")
-    assert [info.ops[i].opcode for i in check["standalone_bn"]] == ["MUL"]
-    assert concat.outputs[0] in info.ops[check["standalone_bn"][0]].inputs
-    assert "after conv" in check["reason"] and "standalone" in check["reason"]
+    assert [info.ops[i].opcode for i in check.standalone_bn] == ["MUL"]
+    assert concat.outputs[0] in info.ops[check.standalone_bn[0]].inputs
+    assert "after conv" in check.reason and "standalone" in check.reason
 
 
 # -- hand-built flatbuffers --------------------------------------------------------------------
@@ -361,8 +361,8 @@ def test_builtin_code_is_the_larger_of_the_two_fields():
         [(0, [0], [1]), (1, [1, 1], [2]), (2, [2], [3])], tensors, [_buffer()])
     info = ti.inspect_model(_pack(model))
     assert [op.opcode for op in info.ops] == ["CUMSUM", "MUL", "CUSTOM:FlexFusedBatchNormV3"]
-    check = ti.batchnorm_fold_check(info)
-    assert not check["ok"] and check["bn_named_ops"] == [2]
+    check = inspection.batchnorm_fold_check(info)
+    assert not check.ok and check.bn_named_ops == [2]
 
 
 def _external_offset_model(data: bytes) -> bytes:
@@ -390,7 +390,7 @@ def test_buffer_stored_after_the_flatbuffer():
     assert w.is_constant and w.data_bytes == len(data)
     assert not info.tensor(0).is_constant
     # a MUL of an activation by a per-channel constant after no conv: not a BN pair on its own
-    assert ti.batchnorm_fold_check(info)["ok"]
+    assert inspection.batchnorm_fold_check(info).ok
 
 
 def test_buffer_past_the_end_is_invalid():
@@ -478,9 +478,9 @@ def test_corrupted_bytes_never_escape_as_another_exception(converted):
         except ti.InvalidModel:
             invalid += 1
             continue
-        ti.full_integer_check(info)
-        ti.per_axis_check(info)
-        ti.batchnorm_fold_check(info)
+        inspection.full_integer_check(info)
+        inspection.per_axis_check(info)
+        inspection.batchnorm_fold_check(info)
         json.dumps(info.to_dict())
     assert invalid > 0
 
@@ -489,7 +489,7 @@ def test_inspection_does_not_load_tensorflow(converted):
     import subprocess
     import sys
 
-    code = ("import sys; from qat_harness import tflite_inspect as t; "
+    code = ("import sys; from qat_harness.core import tflite as t; "
             f"t.inspect_model({str(converted['qat'])!r}); "
             "print(sorted({m.split('.')[0] for m in sys.modules "
             "if m.split('.')[0] in ('tensorflow', 'ai_edge_litert', 'tf_keras')}))")

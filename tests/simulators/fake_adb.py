@@ -14,10 +14,11 @@ in Android's adb sources (SERVICES.TXT, SYNC.TXT, the shell protocol of shell_pr
 Each phone keeps pushed files for real, in a temporary folder, and its shell understands a
 small language: ``;`` ``&&`` ``||``, ``2>&1`` and ``>``/``>>`` redirections, ``$?``, and the
 commands ``getprop [NAME]``, ``echo``, ``rm``, ``mkdir``, ``ls``, ``df``, ``chmod``, ``cat``,
-``sleep``, ``pkill``, ``service list``, ``true``/``false``, plus executing pushed files. A
-pushed executable named ``benchmark_model`` behaves as TFLite's benchmark tool with the NNAPI
-delegate: it parses its flags, runs the pushed .tflite on the host CPU with LiteRT (in a child
-process, ``fake_adb_runner.py``), prints benchmark_model's real output format (parameters,
+``sleep``, ``pkill``, ``service list``, ``true``/``false``, plus executing pushed files;
+``/proc/cpuinfo`` holds the phone's ``cpuinfo``. A pushed executable named ``benchmark_model``
+behaves as TFLite's benchmark tool with the NNAPI, GPU or XNNPACK delegate (``--use_nnapi`` /
+``--use_gpu`` / ``--use_xnnpack``): it parses its flags, runs the pushed .tflite on the host
+CPU with LiteRT (in a child process, ``fake_adb_runner.py``), prints benchmark_model's real output format (parameters,
 the delegate's ``Replacing K out of M node(s)`` line, the statistics lines, the op-profiling
 tables, the ``Inference timings in us`` summary) and writes ``--output_filepath``.
 
@@ -28,7 +29,8 @@ nodes.
 
 Faults, per device (``FakeDevice`` fields): ``state`` unauthorized / offline; ``offline_after``
 (the device drops off the bus after N device services, mid-command); ``hang`` (benchmark_model
-never returns); ``delegate_nodes`` (NNAPI takes only the first K nodes; 0: none);
+never returns); ``delegate_nodes`` (the delegate takes only the first K nodes; 0: none);
+``replacing_line`` False (a TFLite build that never prints ``Replacing N out of M node(s)``);
 ``disk_free`` (bytes left: pushes beyond fail "No space left on device"); ``noexec``
 (executing pushed files: Permission denied); an old ``ro.build.version.sdk`` (below 29 NNAPI
 takes no node of an int8 graph); several devices on one server.
@@ -60,6 +62,14 @@ RUNNER_REPLY = "@@runner "
 SH = "/system/bin/sh"
 
 
+# a big.LITTLE arm64 phone whose cores have int8 dot product but no i8mm
+DEFAULT_CPUINFO = "".join(
+    f"processor\t: {n}\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+    f"asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+    f"CPU variant\t: 0x1\nCPU part\t: {'0xd05' if n < 4 else '0xd0d'}\nCPU revision\t: 0\n\n" for n in range(8)
+) + "Hardware\t: SIM8000\n"
+
+
 def default_properties() -> dict[str, str]:
     return {
         "ro.product.model": "QAT Simulated Phone", "ro.product.manufacturer": "qat-harness",
@@ -78,7 +88,9 @@ class FakeDevice:
     state: str = "device"                 # 'device', 'unauthorized', 'offline'
     properties: dict = dataclasses.field(default_factory=dict)  # merged over default_properties()
     accelerators: tuple = ("sim-npu", "nnapi-reference")
-    delegate_nodes: int | None = None     # None: NNAPI takes every node; K: the first K only
+    delegate_nodes: int | None = None     # None: the delegate takes every node; K: the first K only
+    replacing_line: bool = True           # False: a TFLite build that never prints "Replacing ..."
+    cpuinfo: str = DEFAULT_CPUINFO        # /proc/cpuinfo ("" : unreadable)
     offline_after: int | None = None      # device services served before it drops off
     hang: bool = False                    # benchmark_model never finishes
     disk_free: int | None = None          # bytes the disk still takes
@@ -181,6 +193,9 @@ class FakeAdbServer:
             dev.transport_id = n
             dev.root = self.root / f"device-{n}"
             (dev.root / "data/local/tmp").mkdir(parents=True, exist_ok=True)
+            if dev.cpuinfo:
+                (dev.root / "proc").mkdir(exist_ok=True)
+                (dev.root / "proc/cpuinfo").write_text(dev.cpuinfo)
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -724,12 +739,19 @@ _KNOWN_FLAGS = {
     "graph", "num_threads", "warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs",
     "enable_op_profiling", "input_layer", "input_layer_shape", "input_layer_value_files",
     "input_layer_value_range", "output_filepath", "use_nnapi", "disable_nnapi_cpu",
-    "nnapi_accelerator_name", "nnapi_execution_preference", "use_xnnpack", "verbose", "run_delay",
+    "nnapi_accelerator_name", "nnapi_execution_preference", "use_xnnpack", "use_gpu", "verbose", "run_delay",
+}
+# flag -> (the tool's provider name, the delegate kernel's node type, creation log lines)
+_DELEGATES = {
+    "use_nnapi": ("NNAPI", "TfLiteNnapiDelegate", ["Created TensorFlow Lite delegate for NNAPI."]),
+    "use_gpu": ("GPU", "TfLiteGpuDelegateV2", ["Created TensorFlow Lite delegate for GPU.",
+                                               "Initialized OpenCL-based API.", "Created 1 GPU delegate kernels."]),
+    "use_xnnpack": ("XNNPACK", "TfLiteXNNPackDelegate", ["Created TensorFlow Lite XNNPACK delegate for CPU."]),
 }
 
 
 class FakeBenchmarkModel:
-    """benchmark_model with --use_nnapi on the fake phone; output in the real tool's format."""
+    """benchmark_model with one delegate on the fake phone; output in the real tool's format."""
 
     def __init__(self, dev: FakeDevice, shell: _Shell):
         self.dev, self.shell = dev, shell
@@ -818,7 +840,7 @@ class FakeBenchmarkModel:
             return self.text(), b"Aborted\n", 134
         if reply.get("error"):
             return self.failed(reply.get("message", reply["error"]))
-        plan = self.delegate(reply, use_nnapi)
+        plan = self.delegate(reply, flags)
         self.log("INFO", f"The input model file size (MB): {host_graph.stat().st_size / 1e6:g}")
         self.log("INFO", f"Initialized session in {reply['init_us'] / 1e3:g}ms.")
         warmup, runs = reply["warmup_us"], reply["runs_us"]
@@ -863,33 +885,42 @@ class FakeBenchmarkModel:
             self.log("INFO", f"NNAPI accelerators available: [{','.join(self.dev.accelerators)}]")
             if flags.get("disable_nnapi_cpu") in ("true", "1"):
                 self.log("INFO", "Disable NNAPI cpu: [1]")
+        if flags.get("use_gpu", "false") in ("true", "1"):
+            self.log("INFO", "Use gpu: [1]")
+        if flags.get("use_xnnpack", "false") in ("true", "1"):
+            self.log("INFO", "Use xnnpack: [1]")
 
-    def delegate(self, reply: dict, use_nnapi: bool) -> list[str]:
-        """Print what TFLite and the tool print when applying NNAPI; the execution plan."""
+    def delegate(self, reply: dict, flags: dict) -> list[str]:
+        """Print what TFLite and the tool print when applying the requested delegate; the
+        execution plan (node types in order, a delegate partition as one node)."""
         ops = reply["ops"]
         total = len(ops)
-        if not use_nnapi:
+        chosen = [f for f in _DELEGATES if flags.get(f, "false") in ("true", "1")]
+        if not chosen:
             return ops
+        provider, kernel, created = _DELEGATES[chosen[0]]
+        for line in created:
+            self.log("INFO", line)
         api = int(self.dev.properties.get("ro.build.version.sdk", "34"))
-        if api < 29 and reply.get("has_int8"):
+        if provider == "NNAPI" and api < 29 and reply.get("has_int8"):
             taken = 0  # NNAPI 1.1: no per-channel / signed int8 operands
         elif self.dev.delegate_nodes is None:
             taken = total
         else:
             taken = max(0, min(self.dev.delegate_nodes, total))
-        if taken:
+        if taken and self.dev.replacing_line:
             partitions = 1 if taken == total else 2
-            self.log("INFO", f"Replacing {taken} out of {total} node(s) with delegate (TfLiteNnapiDelegate) "
+            self.log("INFO", f"Replacing {taken} out of {total} node(s) with delegate ({kernel}) "
                              f"node, yielding {partitions} partitions for subgraph 0 (main).")
-        plan = (["TfLiteNnapiDelegate"] if taken else []) + ops[taken:]
+        plan = ([kernel] if taken else []) + ops[taken:]
         if taken and len(plan) == 1:
-            self.log("INFO", "Explicitly applied NNAPI delegate, and the model graph will be completely "
+            self.log("INFO", f"Explicitly applied {provider} delegate, and the model graph will be completely "
                              "executed by the delegate.")
         elif taken:
-            self.log("INFO", "Explicitly applied NNAPI delegate, and the model graph will be partially "
+            self.log("INFO", f"Explicitly applied {provider} delegate, and the model graph will be partially "
                              "executed by the delegate w/ 1 delegate kernels.")
         else:
-            self.log("INFO", "Though NNAPI delegate is explicitly applied, the model graph will not be "
+            self.log("INFO", f"Though {provider} delegate is explicitly applied, the model graph will not be "
                              "executed by the delegate.")
         return plan
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from qat_harness.devices.litert_worker import make_interpreter
+from qat_harness.devices.litert.worker import make_interpreter
 
 REPLY = "@@runner "
 _cache: dict[tuple, object] = {}

@@ -1,0 +1,368 @@
+"""Read a .tflite flatbuffer and answer the structural claims about it: full-integer (C4),
+per-axis weight quantization (C5) and BatchNorm folding (M3).
+
+Parses with the flatbuffer schema bindings that ship inside ai-edge-litert
+(``ai_edge_litert/schema_py_generated.py``), loaded straight from the file so that neither
+TensorFlow nor the LiteRT runtime library is loaded: inspecting a model stays cheap.
+
+Only the main subgraph (index 0) is walked for ops; ``ModelInfo.n_subgraphs`` says whether
+there are others (control-flow bodies), and ``full_integer_check`` says so in its reason.
+
+Every way a file can be unreadable (missing, empty, not a flatbuffer with the 'TFL3'
+identifier, truncated, corrupt offsets or lengths) ends as ``InvalidModel`` with one line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import struct
+import sys
+from pathlib import Path
+
+FILE_IDENTIFIER = b"TFL3"
+
+# Weight-bearing ops: position of the weight among the inputs and the axis that holds the
+# output channels in TFLite's weight layout (conv OHWI, depthwise 1HWO, FC [out, in]).
+WEIGHT_OPS = {
+    "CONV_2D": (1, 0),
+    "DEPTHWISE_CONV_2D": (1, 3),
+    "FULLY_CONNECTED": (1, 0),
+    "TRANSPOSE_CONV": (1, 0),  # inputs are (output_shape, weights, activation[, bias])
+}
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
+DENSE_OPS = ("FULLY_CONNECTED",)
+FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
+INTEGER_OK_DTYPES = frozenset({"int8", "int32"})  # what C4 literally asks of every tensor
+
+
+class InvalidModel(Exception):
+    """The bytes are not a readable .tflite model; the message is one line."""
+
+
+# -- schema -----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _schema():
+    """The generated schema module. Loaded from its file rather than via ``import
+    ai_edge_litert...``: the package ``__init__`` dlopens the whole LiteRT runtime."""
+    name = "ai_edge_litert.schema_py_generated"
+    if name in sys.modules:
+        return sys.modules[name]
+    pkg = importlib.util.find_spec("ai_edge_litert")  # locates without importing
+    if pkg is None or not pkg.submodule_search_locations:
+        raise RuntimeError("ai-edge-litert is not installed: it provides the .tflite schema")
+    for folder in pkg.submodule_search_locations:
+        path = Path(folder) / "schema_py_generated.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("qat_harness._tflite_schema", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise RuntimeError("ai-edge-litert has no schema_py_generated.py: unsupported version")
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@functools.lru_cache(maxsize=1)
+def _tensor_type_names() -> dict[int, str]:
+    return {code: name.lower() for code, name in _enum_names(_schema().TensorType).items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_names() -> dict[int, str]:
+    return _enum_names(_schema().BuiltinOperator)
+
+
+# -- data model -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: list
+    is_constant: bool  # has buffer data (inside the flatbuffer, after it, or in an external file)
+    scales: list | None
+    zero_points: list | None
+    quantized_dimension: int | None
+    data_bytes: int = 0  # size of the constant data, 0 for activations
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclasses.dataclass
+class OpInfo:
+    index: int
+    opcode: str  # BuiltinOperator name, or 'CUSTOM:<custom_code>'
+    inputs: list  # tensor indices; -1 marks an omitted optional input
+    outputs: list
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    size_bytes: int
+    ops: list
+    tensors: list
+    inputs: list
+    outputs: list
+    n_subgraphs: int
+
+    def op_counts(self) -> dict:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.opcode] = counts.get(op.opcode, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def tensor(self, i: int) -> TensorInfo:
+        return self.tensors[i]
+
+    def producers(self) -> dict:
+        """tensor index -> index of the op that writes it."""
+        return {t: op.index for op in self.ops for t in op.outputs if t >= 0}
+
+    def consumers(self) -> dict:
+        """tensor index -> indices of the ops that read it."""
+        out: dict[int, list[int]] = {}
+        for op in self.ops:
+            for t in op.inputs:
+                if t >= 0:
+                    out.setdefault(t, []).append(op.index)
+        return out
+
+    def _io(self, indices) -> list:
+        rows = []
+        for i in indices:
+            t = self.tensors[i]
+            rows.append({"index": i, "name": t.name, "dtype": t.dtype, "shape": t.shape,
+                         "scale": t.scales[0] if t.scales else None,
+                         "zero_point": t.zero_points[0] if t.zero_points else None})
+        return rows
+
+    def to_dict(self) -> dict:
+        dtypes: dict[str, int] = {}
+        for t in self.tensors:
+            dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+        return {
+            "size_bytes": self.size_bytes,
+            "constant_bytes": sum(t.data_bytes for t in self.tensors),
+            "n_subgraphs": self.n_subgraphs,
+            "n_ops": len(self.ops),
+            "n_tensors": len(self.tensors),
+            "op_counts": self.op_counts(),
+            "tensor_dtypes": dict(sorted(dtypes.items())),
+            "inputs": self._io(self.inputs),
+            "outputs": self._io(self.outputs),
+        }
+
+
+# -- parsing ----------------------------------------------------------------------------------
+def _read_source(source) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, Path)):
+        try:
+            return Path(source).read_bytes()
+        except OSError as exc:
+            raise InvalidModel(f"cannot read {source}: {exc.strerror or exc}") from None
+    raise InvalidModel(f"expected a path or bytes, got {type(source).__name__}")
+
+
+def inspect_model(source) -> ModelInfo:
+    """Parse a .tflite file (path) or its bytes. Raises InvalidModel on anything unreadable."""
+    buf = _read_source(source)
+    label = str(source) if isinstance(source, (str, Path)) else "model bytes"
+    if len(buf) < 8:
+        raise InvalidModel(f"{label}: {len(buf)} bytes is too short to be a .tflite model")
+    if buf[4:8] != FILE_IDENTIFIER:
+        raise InvalidModel(f"{label}: not a .tflite model (file identifier {bytes(buf[4:8])!r}, "
+                           f"expected {FILE_IDENTIFIER!r})")
+    try:
+        return _parse(buf)
+    except InvalidModel as exc:
+        raise InvalidModel(f"{label}: {exc}") from None
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeError,
+            MemoryError, RecursionError) as exc:
+        # the python flatbuffers reader has no verifier: a corrupt or truncated file shows up
+        # as an out-of-range read somewhere in the accessors
+        kind = "out-of-range read" if isinstance(exc, (struct.error, IndexError)) else type(exc).__name__
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise InvalidModel(f"{label}: corrupt or truncated flatbuffer ({kind}: {detail})") from None
+
+
+def _count(n: int, limit: int, what: str) -> int:
+    """A vector length read from the file; bounded by the file size so a corrupt length
+    fails fast instead of looping for billions of elements."""
+    if n < 0 or n > limit:
+        raise InvalidModel(f"corrupt flatbuffer: {what} claims {n} entries in a {limit * 4}-byte file")
+    return n
+
+
+def _parse(buf: bytes) -> ModelInfo:
+    s = _schema()
+    limit = len(buf) // 4
+    model = s.Model.GetRootAs(buf, 0)
+
+    n_sub = _count(model.SubgraphsLength(), limit, "subgraphs")
+    if n_sub == 0:
+        raise InvalidModel("the model has no subgraph")
+    opcodes = [_opcode_name(model.OperatorCodes(i))
+               for i in range(_count(model.OperatorCodesLength(), limit, "operator codes"))]
+    buffer_bytes = _buffer_sizes(model, buf, limit)
+    external = _external_sizes(model, limit)
+
+    sg = model.Subgraphs(0)
+    n_tensors = _count(sg.TensorsLength(), limit, "tensors")
+    tensors = [_tensor(sg.Tensors(i), i, buffer_bytes, external, limit) for i in range(n_tensors)]
+
+    def indices(arr, what):
+        out = [int(v) for v in arr]
+        for v in out:
+            if v < -1 or v >= n_tensors:
+                raise InvalidModel(f"corrupt flatbuffer: {what} refers to tensor {v} of {n_tensors}")
+        return out
+
+    ops = []
+    for i in range(_count(sg.OperatorsLength(), limit, "operators")):
+        op = sg.Operators(i)
+        code = op.OpcodeIndex()
+        if code >= len(opcodes):
+            raise InvalidModel(f"corrupt flatbuffer: operator {i} uses opcode {code} of {len(opcodes)}")
+        ops.append(OpInfo(i, opcodes[code], indices(_ints(op.InputsAsNumpy()), f"operator {i} inputs"),
+                          indices(_ints(op.OutputsAsNumpy()), f"operator {i} outputs")))
+    return ModelInfo(size_bytes=len(buf), ops=ops, tensors=tensors,
+                     inputs=indices(_ints(sg.InputsAsNumpy()), "subgraph inputs"),
+                     outputs=indices(_ints(sg.OutputsAsNumpy()), "subgraph outputs"),
+                     n_subgraphs=n_sub)
+
+
+def _ints(arr) -> list:
+    # the generated *AsNumpy accessors return 0 (not an array) when the field is absent
+    return [] if isinstance(arr, int) else [int(v) for v in arr]
+
+
+def _floats(arr) -> list:
+    return [] if isinstance(arr, int) else [float(v) for v in arr]
+
+
+def _text(raw) -> str:
+    return raw.decode("utf-8", errors="replace") if raw else ""
+
+
+def _opcode_name(oc) -> str:
+    # builtin codes >= 127 live only in `builtin_code`; older files only fill the int8
+    # `deprecated_builtin_code`, so the real code is the larger of the two
+    code = max(int(oc.DeprecatedBuiltinCode()), int(oc.BuiltinCode()))
+    name = _builtin_names().get(code, f"BUILTIN_{code}")
+    if name == "CUSTOM":
+        return f"CUSTOM:{_text(oc.CustomCode())}"
+    return name
+
+
+def _buffer_sizes(model, buf: bytes, limit: int) -> list:
+    """Bytes of constant data per buffer. Models over 2 GB keep the data after the
+    flatbuffer and point at it with offset/size (offset > 1 means 'outside')."""
+    sizes = []
+    for i in range(_count(model.BuffersLength(), limit, "buffers")):
+        b = model.Buffers(i)
+        offset, size = int(b.Offset()), int(b.Size())
+        if offset > 1:
+            if offset + size > len(buf):
+                raise InvalidModel(f"buffer {i} points past the end of the file "
+                                   f"({offset + size} > {len(buf)} bytes): truncated model?")
+            sizes.append(size)
+            continue
+        n = int(b.DataLength())
+        if n:
+            try:  # a zero-copy view; numpy refuses one that would run past the end
+                b.DataAsNumpy()
+            except ValueError:
+                raise InvalidModel(f"buffer {i} claims {n} bytes and runs past the end of the "
+                                   "file: truncated or corrupt model") from None
+        sizes.append(n)
+    return sizes
+
+
+def _external_sizes(model, limit: int) -> dict:
+    """External buffers (data in a separate file group): id -> length."""
+    out = {}
+    try:
+        n = model.ExternalBuffersLength()
+    except AttributeError:  # older schema bindings
+        return out
+    for i in range(_count(n, limit, "external buffers")):
+        e = model.ExternalBuffers(i)
+        out[int(e.Id())] = int(e.Length())
+    return out
+
+
+def _tensor(t, index: int, buffer_bytes: list, external: dict, limit: int) -> TensorInfo:
+    type_code = int(t.Type())
+    dtype = _tensor_type_names().get(type_code, f"type{type_code}")
+    shape = _ints(t.ShapeAsNumpy())
+    buffer_index = int(t.Buffer())
+    if buffer_index >= len(buffer_bytes) and buffer_index != 0:
+        raise InvalidModel(f"corrupt flatbuffer: tensor {index} uses buffer {buffer_index} "
+                           f"of {len(buffer_bytes)}")
+    data = buffer_bytes[buffer_index] if buffer_index < len(buffer_bytes) else 0
+    ext_id = int(getattr(t, "ExternalBuffer", lambda: 0)())
+    if ext_id:
+        data = external.get(ext_id, 0) or 1  # data elsewhere; size unknown when not listed
+    is_constant = data > 0 and not t.IsVariable()
+
+    scales = zero_points = qdim = None
+    q = t.Quantization()
+    if q is not None:
+        _count(q.ScaleLength(), limit, f"tensor {index} scales")
+        sc, zp = _floats(q.ScaleAsNumpy()), _ints(q.ZeroPointAsNumpy())
+        if sc:
+            scales, zero_points, qdim = sc, zp or [0] * len(sc), int(q.QuantizedDimension())
+    return TensorInfo(index=index, name=_text(t.Name()), dtype=dtype, shape=shape,
+                      is_constant=is_constant, scales=scales, zero_points=zero_points,
+                      quantized_dimension=qdim, data_bytes=data if is_constant else 0)
+
+
+# -- report helper ----------------------------------------------------------------------------
+def describe_quantization(info: ModelInfo) -> list:
+    """One row per quantized tensor: dtype, shape, how many scales and their range."""
+    rows = []
+    for t in info.tensors:
+        if not t.scales:
+            continue
+        rows.append({"index": t.index, "name": t.name, "dtype": t.dtype, "shape": t.shape,
+                     "constant": t.is_constant, "n_scales": len(t.scales),
+                     "scale_min": min(t.scales), "scale_max": max(t.scales),
+                     "zero_point": t.zero_points[0] if len(set(t.zero_points)) == 1 else None,
+                     "quantized_dimension": t.quantized_dimension if len(t.scales) > 1 else None})
+    return rows
+
+
+# -- quantized tensors ------------------------------------------------------------------------
+def quantize_input(x, scale: float, zero_point: int, dtype: str = "int8"):
+    """Float values -> the integer tensor a quantized model expects (round, shift, clip)."""
+    import numpy as np
+
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale: float, zero_point: int):
+    import numpy as np
+
+    return (np.asarray(q).astype(np.float32) - zero_point) * scale
+
+
+def model_inputs(info: ModelInfo, x):
+    """Float examples -> what the model's first input tensor takes: quantized for int8 models,
+    cast for integer inputs without quantization (token ids), float32 otherwise."""
+    import numpy as np
+
+    t = info.tensor(info.inputs[0])
+    if t.dtype == "int8" and t.scales:
+        return quantize_input(x, t.scales[0], t.zero_points[0])
+    if t.dtype.startswith("int"):
+        return np.asarray(x).astype(t.dtype)
+    return np.asarray(x).astype(np.float32)

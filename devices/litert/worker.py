@@ -1,0 +1,126 @@
+"""Child-process side of the LiteRT adapters: loads models with ai-edge-litert (or the
+tflite_runtime fallback) and either runs a batch of inputs or times models interleaved.
+
+Invoked as ``python -m qat_harness.devices.litert.worker request.json response.json``; see
+``devices.isolation``. Keep this module free of TensorFlow imports: it must start fast.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from qat_harness.core.child import serve_once
+
+
+def _interpreter_module():
+    try:
+        from ai_edge_litert import interpreter as litert
+        return litert, "ai-edge-litert"
+    except ImportError:  # optional fallback, e.g. a numpy-1 environment with tflite_runtime
+        from tflite_runtime import interpreter as litert  # type: ignore
+        return litert, "tflite_runtime"
+
+
+def make_interpreter(model_path: str, resolver: str, num_threads: int | None,
+                     delegate: dict | None = None):
+    litert, _ = _interpreter_module()
+    kwargs = {"model_path": model_path}
+    if num_threads:
+        kwargs["num_threads"] = num_threads
+    if resolver == "ref":
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
+    elif resolver == "builtin-no-delegates":
+        kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if delegate:
+        kwargs["experimental_delegates"] = [
+            litert.load_delegate(delegate["library"], delegate.get("options", {}))]
+    interp = litert.Interpreter(**kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def _invoke(interp, x: np.ndarray) -> np.ndarray:
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    interp.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"], copy=False))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+def run_batch(req: dict) -> dict:
+    interp = make_interpreter(req["model"], req["resolver"], req.get("num_threads"), req.get("delegate"))
+    inputs = np.load(req["inputs"], allow_pickle=False)
+    outs = np.stack([_invoke(interp, inputs[i:i + 1])[0] for i in range(len(inputs))])
+    np.save(req["outputs"], outs, allow_pickle=False)
+    return {"ok": True, "n": int(len(inputs)), "ops": _ops_summary(interp)}
+
+
+def _ops_summary(interp) -> dict:
+    """Which of the model's ops a delegate (XNNPACK by default) took.
+
+    After delegation the node list holds the original ops plus one DELEGATE node per
+    partition; the replaced originals stay listed. A partition's ops are found by walking
+    back from the DELEGATE node's output tensors through their producers until reaching the
+    DELEGATE node's input tensors."""
+    try:
+        details = interp._get_ops_details()  # noqa: SLF001 - the only way to see the graph
+    except Exception:  # noqa: BLE001 - absent on older runtimes
+        return {}
+    original = [d for d in details if d.get("op_name") != "DELEGATE"]
+    producer = {int(t): d["index"] for d in original for t in d["outputs"]}
+    by_index = {d["index"]: d for d in original}
+    delegated: set[int] = set()
+    partitions = [d for d in details if d.get("op_name") == "DELEGATE"]
+    for part in partitions:
+        boundary = {int(t) for t in part["inputs"]}
+        stack = [int(t) for t in part["outputs"]]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node in delegated:
+                continue
+            delegated.add(node)
+            stack += [int(t) for t in by_index[node]["inputs"] if int(t) not in boundary and int(t) >= 0]
+    return {"ops_total": len(original), "partitions": len(partitions),
+            "delegated": sorted(delegated),
+            "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
+
+
+def bench(req: dict) -> dict:
+    """Interleaved timing: a, b, a, b, ... on the same input, until every model has at least
+    ``min_runs`` runs and ``min_seconds`` have passed (or ``max_runs``)."""
+    labels = list(req["models"])
+    interps, inputs, first = {}, {}, {}
+    for label in labels:
+        interps[label] = make_interpreter(req["models"][label], req["resolver"],
+                                          req.get("num_threads"), req.get("delegate"))
+        inputs[label] = np.load(req["inputs"][label], allow_pickle=False)
+        t0 = time.perf_counter()
+        _invoke(interps[label], inputs[label])
+        first[label] = (time.perf_counter() - t0) * 1e3
+    for _ in range(req["warmup_runs"]):
+        for label in labels:
+            _invoke(interps[label], inputs[label])
+    times = {label: [] for label in labels}
+    start = time.perf_counter()
+    n = 0
+    while n < req["max_runs"] and (n < req["min_runs"] or time.perf_counter() - start < req["min_seconds"]):
+        for label in labels:
+            interp, x = interps[label], inputs[label]
+            inp = interp.get_input_details()[0]
+            interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
+            t0 = time.perf_counter()
+            interp.invoke()
+            times[label].append((time.perf_counter() - t0) * 1e3)
+        n += 1
+    return {"times_ms": times, "first_invoke_ms": first,
+            "ops": {label: _ops_summary(interps[label]) for label in labels}}
+
+
+def handle(req: dict) -> dict:
+    return {"run": run_batch, "bench": bench}[req["mode"]](req)
+
+
+if __name__ == "__main__":
+    sys.exit(serve_once(handle))

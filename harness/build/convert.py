@@ -1,0 +1,53 @@
+"""Keras → .tflite conversion in the three variants the harness compares:
+float32, post-training full-int8 (PTQ) and QAT full-int8.
+
+Full-integer means ``TFLITE_BUILTINS_INT8`` only, int8 input and output, calibrated with a
+representative dataset (claim C4)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from qat_harness.core import keras2
+
+keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
+
+VARIANTS = ("float", "ptq_int8", "qat_int8")
+
+
+class ConversionError(Exception):
+    """The converter refused or failed on a model; the message is its first meaningful line."""
+
+
+def representative(x: np.ndarray, n: int = 100) -> Iterable[list[np.ndarray]]:
+    def gen():
+        for i in range(min(n, len(x))):
+            yield [x[i:i + 1].astype(np.float32)]
+    return gen
+
+
+def to_tflite(model, full_int8: bool, calibration: np.ndarray | None = None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if full_int8:
+        if calibration is None:
+            raise ValueError("full-int8 conversion needs calibration data")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        raise ConversionError(_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and not line.startswith(("<unknown>", "Traceback")):
+            return f"{type(exc).__name__}: {line[:300]}"
+    return type(exc).__name__

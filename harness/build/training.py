@@ -1,0 +1,84 @@
+"""Float training and quantization-aware training (tfmot) of a reference model."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from qat_harness.core import keras2
+
+keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
+from qat_harness.core.errors import UsageError
+
+
+@dataclasses.dataclass
+class TrainingRecord:
+    float_epochs: int = 0
+    qat_epochs: int = 0
+    float_train_accuracy: float | None = None
+    qat_train_accuracy: float | None = None
+    calibrated: str = ""  # how the QAT ranges were set when there was no fine-tune
+
+
+def check_supported_model(model) -> None:
+    """QAT applies to Keras Sequential and Functional models only (claim M1-api)."""
+    import tf_keras as keras
+
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"{type(model).__name__} is not a tf_keras model (tfmot needs Keras 2: "
+                         "build it with `import tf_keras as keras`)")
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise UsageError(f"{type(model).__name__} is a subclassed Keras model: QAT supports "
+                         "Sequential and Functional models only (claim M1-api)")
+
+
+def _compile(model, lr: float) -> None:
+    import tf_keras as keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+
+
+def train_float(model, x, y, epochs: int, batch_size: int, lr: float, seed: int) -> float:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    _compile(model, lr)
+    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    return float(hist.history["accuracy"][-1])
+
+
+def quantize(model):
+    """Annotate and apply tfmot's default 8-bit QAT scheme to the whole model."""
+    import tensorflow_model_optimization as tfmot
+
+    check_supported_model(model)
+    return tfmot.quantization.keras.quantize_model(model)
+
+
+def fine_tune_qat(qat_model, x, y, epochs: int, batch_size: int, lr: float, seed: int) -> float:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    _compile(qat_model, lr)
+    hist = qat_model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    return float(hist.history["accuracy"][-1])
+
+
+def calibrate_qat_ranges(qat_model, x, batch_size: int = 8) -> None:
+    """Set the QAT fake-quant ranges from data without changing any trainable weight: one
+    epoch of training-mode passes with a zero learning rate (the moving-average range
+    trackers, and BatchNorm's moving statistics, update; the weights don't). Used only for
+    untrained models, where there is nothing to preserve."""
+    import tf_keras as keras
+
+    y = np.argmax(qat_model.predict(x, verbose=0, batch_size=batch_size), axis=-1)
+    qat_model.compile(optimizer=keras.optimizers.SGD(0.0),
+                      loss=keras.losses.SparseCategoricalCrossentropy())
+    qat_model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+
+
+def accuracy(model, x, y, batch_size: int = 64) -> float:
+    pred = np.argmax(model.predict(x, verbose=0, batch_size=batch_size), axis=-1)
+    return float(np.mean(pred == y))
