@@ -171,6 +171,14 @@ def test_delegate_search_failures_before_the_success_do_not_count():
     assert etc.parse_output(success + failed_attempt).outcome is Outcome.FAILED
 
 
+def test_error_lines_fail_a_run_only_when_nothing_succeeded():
+    success = tool_output(REAL_OUTPUTS / "13_v16_0_success_no_op_table.txt")
+    assert etc.parse_output(success + "ERROR: a stray diagnostic\n").outcome is Outcome.SUCCESS
+    cut = "Edge TPU Compiler version 16.0.384591198\nERROR: Could not open 'm.tflite'.\n"
+    rep = etc.parse_output(cut)
+    assert (rep.outcome, rep.reason) == (Outcome.FAILED, "Could not open 'm.tflite'.")
+
+
 def test_a_compiler_killed_by_a_signal_is_a_crash():
     err = etc.rejection(real("13_"), -6, "m.tflite")
     assert err.kind == "crash" and "SIGABRT" in err.reason

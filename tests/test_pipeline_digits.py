@@ -81,7 +81,10 @@ def test_xnnpack_delegation_is_recorded(first_run):
 def test_reference_kernel_comparison_is_recorded(first_run):
     _, _, report = first_run
     diff = report["models"]["digits_cnn"]["devices"]["cpu"]["vs_reference_kernels"]
-    assert diff["max_steps"] <= 2, diff
+    # XNNPACK rounds some requantizations differently from the reference kernels, by CPU:
+    # measured max 2 steps on an AVX-512 VNNI machine and 3 on an AVX2-only one, with 99% of
+    # outputs identical on both.
+    assert diff["max_steps"] <= 3 and diff["fraction_exact"] >= 0.95, diff
 
 
 def test_second_run_reuses_cached_artifacts(first_run, tmp_path, own_cache):
@@ -113,3 +116,31 @@ def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp
     assert _claim(report, "C4-full-int")["verdict"] == "ERROR"
     assert any("qat_int8" in n["text"] for n in report["notes"])
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_carries_the_same_claims_as_before_the_architecture_change(first_run):
+    """report.json from the harness before the results model / device plug-in rewrite (issue 7),
+    recorded on digits_cnn with `--devices cpu,cpu-ref`, and a run now: the same claims with the
+    same verdicts (latency aside: it measures the machine), the same measured size ratio, and the
+    same report layout."""
+    from pathlib import Path
+
+    before = json.loads((Path(__file__).parent / "fixtures" / "report_before_architecture_digits_cnn.json")
+                        .read_text())
+    _, _, now = first_run
+
+    def keyed(report):
+        return {(c["id"], c["model"], c["device"]): c for c in report["claims"]
+                if c["device"] in ("any", "cpu") and c["id"] != "C6-8bit-only"}
+
+    old, new = keyed(before), keyed(now)
+    assert set(old) == set(new)
+    for key, claim in old.items():
+        if key[0] != "C2-cpu-latency":
+            assert new[key]["verdict"] == claim["verdict"], (key, new[key]["reason"])
+            assert new[key]["expected"] == claim["expected"]
+    assert new[("C1-size", "digits_cnn", "any")]["measured"] == old[("C1-size", "digits_cnn", "any")]["measured"]
+    assert set(now) == set(before)
+    assert set(now["models"]["digits_cnn"]) == set(before["models"]["digits_cnn"])
+    dev_keys = set(before["models"]["digits_cnn"]["devices"]["cpu"]) | {"latency_raw_ms"}
+    assert set(now["models"]["digits_cnn"]["devices"]["cpu"]) == dev_keys

@@ -191,7 +191,7 @@ class CompilerReport:
 
     # A co-compilation prints one block per model: a single value stands for the run only
     # where every block agrees (e.g. the shared "remaining" cache), else it is None.
-    def _shared(self, field: str):
+    def _shared(self, field: str) -> object:
         values = {getattr(m, field) for m in self.models}
         return values.pop() if len(values) == 1 else None
 
@@ -278,9 +278,10 @@ def _read_lines(report: CompilerReport, lines: list[str]) -> None:
             report.errors.append(line[len("ERROR:"):].strip())
         elif line.startswith(_CPU_FALLBACK_NOTICE):
             report.cpu_fallback_notice = True
-        elif m := _OPS_ON.match(line):
-            setattr(report, "ops_on_tpu" if m.group("where") == "Edge TPU" else "ops_on_cpu",
-                    int(m.group("n")))
+        elif (m := _OPS_ON.match(line)) and m.group("where") == "CPU":
+            report.ops_on_cpu = int(m.group("n"))
+        elif m:
+            report.ops_on_tpu = int(m.group("n"))
         elif _TABLE_HEADER.match(line):
             in_table = True
         elif in_table and (m := _ROW.match(line)):
@@ -314,6 +315,8 @@ def _judge(report: CompilerReport, lines: list[str]) -> tuple[Outcome, str | Non
             return verdict
     if last_success >= 0 or report.rows or report.ops_on_tpu is not None:
         return _mapping(report)
+    if report.errors:  # ERROR lines, and the verdict line missing (cut off)
+        return Outcome.FAILED, "; ".join(report.errors)[:300]
     return Outcome.UNKNOWN, _no_result_reason(lines)
 
 
@@ -357,15 +360,13 @@ def _parse_error(lines: list[str]) -> tuple[Outcome, str] | None:
 
 
 def _failed(lines: list[str]) -> tuple[Outcome, str] | None:
+    if not any(l.startswith("Compilation failed") for l in lines):
+        return None
     said = [l[len("Compilation failed:"):].strip() for l in lines if l.startswith("Compilation failed:")]
     errors = [l[len("ERROR:"):].strip() for l in lines if l.startswith("ERROR:")]
     if said and said[-1]:
         return Outcome.FAILED, said[-1]
-    if errors:
-        return Outcome.FAILED, "; ".join(errors)[:300]
-    if any(l.startswith("Compilation failed") for l in lines):
-        return Outcome.FAILED, NO_REASON
-    return None
+    return Outcome.FAILED, "; ".join(errors)[:300] if errors else NO_REASON
 
 
 def _mapping(report: CompilerReport) -> tuple[Outcome, str | None]:
@@ -466,14 +467,16 @@ def compile_model(compiler: str, model_path: Path, workdir: Path,
     outdir.mkdir(parents=True, exist_ok=True)
     cmd = [compiler, "-s", "-o", str(outdir), str(model_path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                              timeout=timeout_s, cwd=outdir, stdin=subprocess.DEVNULL)
+        # one stream, as a terminal shows it: the outcome depends on the order of the lines
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", timeout=timeout_s, cwd=outdir,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise DeviceError(f"edgetpu_compiler timed out after {timeout_s:.0f} s on {model_path.name}",
                           kind="timeout") from None
     except OSError as exc:
         raise DeviceError(f"cannot run {compiler}: {exc.strerror or exc}", kind="missing-tool") from None
-    text = proc.stdout + "\n" + proc.stderr
+    text = proc.stdout
     (outdir / "compiler_output.txt").write_text(text)  # kept for the report's evidence
     rep = parse_output(text)
     if not rep.rows:

@@ -24,7 +24,7 @@ class TensorSpec:
     zero_point: int | None
 
     @classmethod
-    def of(cls, t: TensorInfo) -> "TensorSpec":
+    def of(cls, t: TensorInfo) -> TensorSpec:
         per_tensor = t.scales is not None and len(t.scales) == 1
         return cls(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(int(d) for d in t.shape),
                    scale=float(t.scales[0]) if per_tensor else None,

@@ -25,7 +25,8 @@ def write_launcher(folder: Path, name: str = "edgetpu_compiler") -> Path:
     Started through its ``#!/usr/bin/env python3`` shebang, the fake would run on whatever
     ``python3`` comes first on PATH, which need not have this package's dependencies (a venv
     that is not activated). ``/bin/sh`` rather than a ``#!sys.executable`` line, because a
-    shebang line is cut at 127 bytes on older kernels and venv paths can be longer.
+    shebang line is cut at 127 bytes on older kernels and venv paths can be longer. ``exec``,
+    so that killing the launcher on a timeout kills the fake (no orphan holding the pipe).
     """
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / name
