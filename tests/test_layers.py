@@ -15,7 +15,7 @@ import pytest
 
 from qat_harness.layers import matrix as layers
 from qat_harness.layers import report as layers_report
-from qat_harness.devices.base import Delegation
+from qat_harness.devices.base import Delegation, Role
 from qat_harness.core.errors import UsageError
 from qat_harness.core.tflite import TensorInfo
 
@@ -37,7 +37,7 @@ def _out_tensor(scale=0.05, zp=0, dtype="int8"):
 def test_numeric_identical_outputs_pass():
     keras_out = (np.arange(8, dtype=np.float32).reshape(2, 4) - 4) * 0.05
     q = np.round(keras_out / 0.05).astype(np.int8)
-    cell = layers.numeric_stage("cpu", q, q.copy(), "", keras_out, _out_tensor())
+    cell = layers.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
     assert cell["verdict"] == "PASS"
     assert cell["details"]["vs_keras"]["max_steps"] == 0
     assert cell["details"]["vs_reference"]["max_steps"] == 0
@@ -47,7 +47,7 @@ def test_numeric_identical_outputs_pass():
 def test_numeric_distance_to_keras_sets_the_verdict(offset, verdict):
     keras_out = np.zeros((3, 4), np.float32)
     q = np.full((3, 4), offset, np.int8)
-    cell = layers.numeric_stage("cpu", q, q.copy(), "", keras_out, _out_tensor())
+    cell = layers.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
     assert cell["verdict"] == verdict
     assert cell["details"]["vs_keras"]["max_steps"] == offset
 
@@ -56,7 +56,7 @@ def test_numeric_reference_outlier_is_named_not_failed():
     keras_out = np.zeros((2, 4), np.float32)
     device = np.zeros((2, 4), np.int8)           # agrees with Keras
     reference = np.full((2, 4), 5, np.int8)      # the reference kernel is off by 5
-    cell = layers.numeric_stage("cpu", device, reference, "", keras_out, _out_tensor())
+    cell = layers.numeric_stage(Role.HOST_CPU, device, reference, "", keras_out, _out_tensor())
     assert cell["verdict"] == "WARN"
     assert "reference kernels are the further" in cell["reason"]
 
@@ -65,13 +65,13 @@ def test_numeric_device_far_from_both_fails():
     keras_out = np.zeros((2, 4), np.float32)
     device = np.full((2, 4), 9, np.int8)
     reference = np.zeros((2, 4), np.int8)
-    cell = layers.numeric_stage("edgetpu", device, reference, "", keras_out, _out_tensor())
+    cell = layers.numeric_stage(Role.ACCELERATOR, device, reference, "", keras_out, _out_tensor())
     assert cell["verdict"] == "FAIL"
     assert "max 9 step" in cell["reason"]
 
 
 def test_numeric_float_output_is_skipped():
-    cell = layers.numeric_stage("cpu", np.zeros((1, 4), np.float32), None, "", np.zeros((1, 4)),
+    cell = layers.numeric_stage(Role.HOST_CPU, np.zeros((1, 4), np.float32), None, "", np.zeros((1, 4)),
                                 _out_tensor(dtype="float32"))
     assert cell["verdict"] == "SKIP" and "float32" in cell["reason"]
 
@@ -82,12 +82,12 @@ def test_delegation_verdicts():
     part = Delegation("xnnpack", ops_total=4, ops_delegated=1, fallback=[("SOFTMAX", "builtin")])
     none_cpu = Delegation("xnnpack", ops_total=2, ops_delegated=0, fallback=[("TRANSPOSE_CONV", "x")])
     none_tpu = Delegation("edgetpu", ops_total=2, ops_delegated=0, fallback=[("LOGISTIC", "x")])
-    assert layers.delegated_stage("cpu", full)["verdict"] == "PASS"
-    cell = layers.delegated_stage("cpu", part)
+    assert layers.delegated_stage(Role.HOST_CPU, full)["verdict"] == "PASS"
+    cell = layers.delegated_stage(Role.HOST_CPU, part)
     assert cell["verdict"] == "WARN" and "SOFTMAX" in cell["reason"] and "1/4" in cell["reason"]
-    assert layers.delegated_stage("cpu", none_cpu)["verdict"] == "WARN"
-    assert layers.delegated_stage("edgetpu", none_tpu)["verdict"] == "FAIL"
-    assert layers.delegated_stage("cpu-ref", None)["verdict"] == "SKIP"
+    assert layers.delegated_stage(Role.HOST_CPU, none_cpu)["verdict"] == "WARN"
+    assert layers.delegated_stage(Role.ACCELERATOR, none_tpu)["verdict"] == "FAIL"
+    assert layers.delegated_stage(Role.ORACLE, None)["verdict"] == "SKIP"
 
 
 # -- documentation comparison ----------------------------------------------------------------------
@@ -320,10 +320,10 @@ def test_files_and_claims(run):
 def test_accelerator_adapter_plugs_in_through_the_registry(tmp_path, monkeypatch):
     """The Edge TPU adapter, driven by the test suite's fake compiler, fills its own cells;
     an operator the fake leaves on the CPU shows up as partial delegation."""
-    sim = TESTS / "simulators" / "edgetpu"
-    if not (sim / "edgetpu_compiler").exists():
-        pytest.skip("Edge TPU simulator not in this checkout")
-    monkeypatch.setenv("PATH", f"{sim}{os.pathsep}{os.environ['PATH']}")
+    from simulators.edgetpu.support import write_launcher
+
+    launcher = write_launcher(tmp_path / "bin")  # the fake compiler, on this interpreter
+    monkeypatch.setenv("PATH", f"{launcher.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("QAT_EDGETPU_SIM_UNMAPPABLE", "LOGISTIC")
     m = layers.run_layers(["conv2d", "activation_sigmoid"], ["edgetpu"], tmp_path)
     if not m["devices"]["edgetpu"]["available"]:
