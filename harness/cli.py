@@ -139,23 +139,33 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
-def check_devices(names: list[str], given_options: dict) -> dict[str, dict]:
+def check_devices(names: list[str], given_options: dict, num_threads: int = 2):
     """Every requested device must exist and be usable with its options, or the run does not
-    start. Returns the options of each device."""
+    start. Returns each device's options and the opened devices (the run uses these same
+    objects: a device is created once)."""
     from qat_harness.devices import registry
 
     for name in names:
         registry.device_class(name)  # unknown or unloadable: a UsageError naming it
     per_device = registry.split_options(names, given_options)
-    for name in names:
-        avail = registry.create(name, **per_device[name]).probe()
-        if not avail.available:
-            raise UsageError(f"device '{name}' was requested but is not available: {avail.reason}")
-    return per_device
+    opened = {}
+    try:
+        for name in names:
+            dev = registry.create(name, num_threads=num_threads, **per_device[name])
+            opened[name] = dev
+            avail = dev.probe()
+            if not avail.available:
+                raise UsageError(f"device '{name}' was requested but is not available: {avail.reason}")
+    except BaseException:
+        for dev in opened.values():
+            dev.close()
+        raise
+    return per_device, opened
 
 
 def run_options(args, out: Path):
-    """The run's options from the parsed command line (``run`` and ``nightly`` alike)."""
+    """The opened devices and the run's options from the parsed command line (``run`` and
+    ``nightly`` alike)."""
     from qat_harness import pipeline
     from qat_harness.devices.base import BenchSettings
     from qat_harness.models import registry as model_registry
@@ -169,8 +179,8 @@ def run_options(args, out: Path):
         raise UsageError(f"weights file not found: {args.weights}")
     if args.threads < 1 or args.min_runs < 1:
         raise UsageError("--threads and --min-runs must be at least 1")
-    per_device = check_devices(args.devices, device_option_values(args))
-    return pipeline.RunOptions(
+    per_device, opened = check_devices(args.devices, device_option_values(args), args.threads)
+    return opened, pipeline.RunOptions(
         models=models, devices=args.devices, out=out, num_threads=args.threads,
         input_size=args.input_size,
         default_input_sizes=DEFAULT_INPUT_SIZES if args.models is None else {},
@@ -185,10 +195,10 @@ def run_options(args, out: Path):
 def cmd_run(args, out: Path | None = None) -> int:
     from qat_harness import pipeline
 
-    opts = run_options(args, out or args.out or _default_out("run"))
+    devices, opts = run_options(args, out or args.out or _default_out("run"))
     console = _console()
     started = time.perf_counter()
-    report = pipeline.run(opts, progress=console.log)
+    report = pipeline.run(opts, progress=console.log, devices=devices)
     elapsed = time.perf_counter() - started
     print_summary(report)
     console.print(f"report: {report.json_path} and {report.md_path} ({elapsed:.1f} s)")
@@ -259,7 +269,9 @@ def cmd_layers(args) -> int:
     if args.list:
         print("\n".join(layers.available_probes()))
         return EXIT_OK
-    per_device = check_devices(args.devices, device_option_values(args))
+    per_device, opened = check_devices(args.devices, device_option_values(args))
+    for dev in opened.values():
+        dev.close()
     out = args.out or _default_out("layers")
     console = _console()
     result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,

@@ -48,10 +48,18 @@ class RunOptions:
     check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
 
 
-def run(opts: RunOptions, progress=lambda msg: None) -> Report:
+def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] | None = None) -> Report:
+    """Run every model on every device. ``devices``: already opened (and probed) devices, by
+    name; opened here from ``opts`` when not given. The run closes them."""
     opts = dataclasses.replace(opts, out=Path(opts.out).resolve())
-    report = Report(opts.out, environment(opts.num_threads), _options_summary(opts))
-    devices = open_devices(opts.devices, opts.num_threads, opts.device_options)
+    try:
+        report = Report(opts.out, environment(opts.num_threads), _options_summary(opts))
+    except BaseException:
+        for dev in (devices or {}).values():
+            dev.close()
+        raise
+    if devices is None:
+        devices = open_devices(opts.devices, opts.num_threads, opts.device_options)
     for name, dev in devices.items():
         report.device(name, dev.describe())
     cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)

@@ -35,7 +35,9 @@ class Probe:
 
 
 def _keras():
-    import qat_harness  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
+    from qat_harness.core import keras2
+
+    keras2.enter()  # probes are built in the layer-matrix child, Keras 2 before TensorFlow loads
     import tf_keras as keras
     return keras
 

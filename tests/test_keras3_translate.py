@@ -293,7 +293,8 @@ def test_reading_an_archive_gives_typed_data_without_importing_tensorflow(tmp_pa
             f"a = t.read_keras_archive({str(path)!r}); t.check_translatable(a)\n"
             "print(a.keras_version, a.is_keras3, a.model_class, [l.class_name for l in a.layers][:3])\n"
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 0, out.stderr[-800:]
     first, second = out.stdout.strip().splitlines()[-2:]
     assert first == f"{keras.__version__} True Functional ['InputLayer', 'Conv2D', 'BatchNormalization']"
@@ -426,8 +427,6 @@ def test_a_tf_keras_archive_is_not_translated(tmp_path):
 
 
 def test_outputs_beyond_the_tolerance_are_an_error(tmp_path):
-    import keras
-
     path = _save(two_input_two_output(), tmp_path, "strict")
     with pytest.raises(UsageError, match=r"^strict\.keras: the tf_keras translation differs .* by "):
         translator.translate(path, tolerance=-1.0)  # no real model differs: force the check
