@@ -355,14 +355,49 @@ def dequantize(q, scale: float, zero_point: int):
     return (np.asarray(q).astype(np.float32) - zero_point) * scale
 
 
-def model_inputs(info: ModelInfo, x):
-    """Float examples -> what the model's first input tensor takes: quantized for int8 models,
-    cast for integer inputs without quantization (token ids), float32 otherwise."""
+QUANTIZED_INPUT_DTYPES = ("int8", "uint8", "int16")
+
+
+class InputMismatch(ValueError):
+    """The data does not fit what a model input takes; the message is one line."""
+
+
+def tensor_input(t: TensorInfo, x):
+    """Float (or integer) examples -> what one input tensor takes: quantized with the tensor's
+    own scale and zero point for int8 / uint8 / int16, float32 for float inputs, integer ids
+    as they are for an integer input without quantization. Anything else is an error, never
+    a silent cast that would feed the model wrong values."""
     import numpy as np
 
-    t = info.tensor(info.inputs[0])
-    if t.dtype == "int8" and t.scales:
-        return quantize_input(x, t.scales[0], t.zero_points[0])
-    if t.dtype.startswith("int"):
-        return np.asarray(x).astype(t.dtype)
-    return np.asarray(x).astype(np.float32)
+    x = np.asarray(x)
+    if t.dtype in QUANTIZED_INPUT_DTYPES and t.scales:
+        return quantize_input(x, t.scales[0], t.zero_points[0], t.dtype)
+    if t.dtype in ("float32", "float16"):
+        return x.astype(t.dtype)
+    if t.dtype.startswith(("int", "uint")):
+        if not np.issubdtype(x.dtype, np.integer):
+            raise InputMismatch(f"input '{t.name}' takes {t.dtype} values without quantization "
+                                f"(ids), but the data is {x.dtype.name}")
+        return x.astype(t.dtype)
+    raise InputMismatch(f"input '{t.name}' takes {t.dtype}, which the harness cannot feed")
+
+
+def model_inputs(info: ModelInfo, x):
+    """Examples for every input of the model: ``x`` is one array (a single-input model) or
+    one per input, in the model's input order; returns the same shape of value."""
+    arrays = x if isinstance(x, list) else [x]
+    if len(arrays) != len(info.inputs):
+        raise InputMismatch(f"the model takes {len(info.inputs)} input(s), the data has {len(arrays)}")
+    converted = [tensor_input(info.tensor(i), a) for i, a in zip(info.inputs, arrays)]
+    return converted if isinstance(x, list) else converted[0]
+
+
+def float_range(t: TensorInfo) -> tuple[float, float] | None:
+    """The float values a quantized input can represent (None for a float input)."""
+    import numpy as np
+
+    if not t.scales or t.dtype not in QUANTIZED_INPUT_DTYPES:
+        return None
+    info = np.iinfo(np.dtype(t.dtype))
+    scale, zero = t.scales[0], t.zero_points[0]
+    return (scale * (info.min - zero), scale * (info.max - zero))

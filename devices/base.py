@@ -40,7 +40,7 @@ import numpy as np
 from qat_harness.core.errors import DeviceError
 
 __all__ = ["Availability", "BenchResult", "BenchSettings", "Delegation", "Device", "DeviceError",
-           "DeviceOption", "Role", "RunResult"]
+           "DeviceOption", "ModelInputs", "Role", "RunResult", "input_list", "single_input"]
 
 
 class Role(str, enum.Enum):
@@ -127,14 +127,39 @@ class BenchResult:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: What ``run`` takes: one array (a single-input model), or one array per model input in the
+#: model's input order; examples on the first axis, already in each input's dtype.
+ModelInputs = np.ndarray | list[np.ndarray]
+
+
+def input_list(inputs: ModelInputs) -> list[np.ndarray]:
+    return [np.asarray(x) for x in inputs] if isinstance(inputs, (list, tuple)) else [np.asarray(inputs)]
+
+
+def single_input(inputs: ModelInputs, device: str) -> np.ndarray:
+    """For adapters that feed one input tensor: refuse a multi-input model in one line rather
+    than run it with inputs left unset."""
+    arrays = input_list(inputs)
+    if len(arrays) != 1:
+        raise DeviceError(f"{device} runs models with one input; this one has {len(arrays)}",
+                          kind="unsupported")
+    return arrays[0]
+
+
 @dataclasses.dataclass
 class RunResult:
     """Outputs of one model on a batch of inputs (first axis = examples), in the model's own
-    output dtype (int8 for full-integer models)."""
+    output dtype (int8 for full-integer models): ``outputs`` is the first output tensor,
+    ``extra_outputs`` the others in the model's output order."""
     outputs: np.ndarray
     delegation: Delegation | None = None
     simulated: bool = False
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra_outputs: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @property
+    def all_outputs(self) -> list[np.ndarray]:
+        return [self.outputs, *self.extra_outputs]
 
 
 class Device(abc.ABC):
@@ -157,9 +182,11 @@ class Device(abc.ABC):
         return {"name": self.name, "simulated": self.simulated, "role": self.role.value}
 
     @abc.abstractmethod
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
-        """Run the model on every example of ``inputs`` (already in the model's input dtype)
-        and return the outputs. Raises DeviceError."""
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
+        """Run the model on every example of ``inputs`` (already in the model's input dtype;
+        a list for a model with several inputs) and return every output. An adapter that
+        cannot feed every input or return every output raises DeviceError(kind='unsupported')
+        instead of dropping some. Raises DeviceError."""
 
     @abc.abstractmethod
     def benchmark(self, models: dict[str, Path], sample: np.ndarray | dict[str, np.ndarray],

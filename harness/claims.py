@@ -59,7 +59,8 @@ def _expected(claim_id: str) -> Any:
     }.get(claim_id, "")
 
 
-def size_claim(model: str, float_bytes: int, int8_bytes: int, ptq_bytes: int | None = None) -> ClaimResult:
+def size_claim(model: str, float_bytes: int, int8_bytes: int, ptq_bytes: int | None = None,
+               int8_label: str = "QAT int8") -> ClaimResult:
     ratio = float_bytes / int8_bytes
     if ratio >= SIZE_PASS_MIN:
         verdict, why = Verdict.PASS, "within tolerance of 4x"
@@ -67,7 +68,7 @@ def size_claim(model: str, float_bytes: int, int8_bytes: int, ptq_bytes: int | N
         verdict, why = Verdict.WARN, "under 4x: fixed flatbuffer overhead and int32 biases weigh on this model"
     else:
         verdict, why = Verdict.FAIL, "far under 4x"
-    reason = f"float {float_bytes / 1024:.1f} KiB / QAT int8 {int8_bytes / 1024:.1f} KiB = {ratio:.2f}x: {why}"
+    reason = f"float {float_bytes / 1024:.1f} KiB / {int8_label} {int8_bytes / 1024:.1f} KiB = {ratio:.2f}x: {why}"
     details = {"float_bytes": float_bytes, "qat_int8_bytes": int8_bytes}
     if ptq_bytes:
         details.update(ptq_int8_bytes=ptq_bytes, ptq_ratio=round(float_bytes / ptq_bytes, 3))
@@ -151,12 +152,17 @@ def per_axis_claim(model: str, check: PerAxisCheck, variant: str = "qat_int8") -
                        f"{variant}: {check.reason}", details={"variant": variant})
 
 
-def bn_fold_claim(model: str, check: BnFoldCheck, has_batchnorm: bool) -> ClaimResult:
-    if not has_batchnorm:
+def bn_fold_claim(model: str, check: BnFoldCheck, has_batchnorm: bool | None) -> ClaimResult:
+    """``has_batchnorm`` None: the source model is unknown (a .tflite given as it is), so the
+    check judges what the file shows and says that it cannot know more."""
+    if has_batchnorm is False:
         return skip("M3-bn-fold", model, "any", "the model has no BatchNormalization")
     verdict = Verdict.PASS if check.ok else Verdict.FAIL
+    reason = check.reason
+    if has_batchnorm is None:
+        reason += " (whether the source model had BatchNormalization is not known from the .tflite)"
     return ClaimResult("M3-bn-fold", model, "any", verdict, {"unfolded_after": check.unfolded_after},
-                       _expected("M3-bn-fold"), check.reason)
+                       _expected("M3-bn-fold"), reason)
 
 
 def accuracy_claim(model: str, device: str, float_acc: float, int8_acc: float, n: int,

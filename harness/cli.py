@@ -35,13 +35,23 @@ def _default_out(kind: str) -> Path:
 
 def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
     r.add_argument("--models", type=_csv, default=None,
-                   help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
+                   help="comma-separated models: registry names, .tflite files (int8.tflite or "
+                        "int8.tflite=float.tflite), Keras .h5 / .keras / SavedModel folders, or "
+                        f"module:function factories (default: {','.join(DEFAULT_MODELS)})")
+    r.add_argument("--float-model", default=None,
+                   help="the float .tflite reference of a single .tflite --models entry")
     r.add_argument("--devices", type=_csv, default=["cpu"], help="comma-separated devices (default: cpu)")
     r.add_argument("--out", type=Path, default=None, help=out_help)
     r.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
     r.add_argument("--input-size", type=int, default=None, help="input size for the application models")
     r.add_argument("--weights", default=None, help="weights file (.h5) for an application model")
-    r.add_argument("--dataset", default=None, help="image folder (class/xxx.jpg) for real accuracy")
+    r.add_argument("--dataset", default=None,
+                   help="evaluation data: an image folder (class/xxx.jpg) or an .npz with x (and y)")
+    r.add_argument("--labels", default=None,
+                   help="class names, one per line (line index = output index), for an image folder")
+    r.add_argument("--preprocess", default=None,
+                   help="how images become model input: mobilenet [-1,1], unit [0,1], raw 0..255, "
+                        "caffe, torch (default: the model's own, or read from its input quantization)")
     r.add_argument("--limit-per-class", type=int, default=None, help="images read per class of --dataset")
     r.add_argument("--eval-limit", type=int, default=None, help="cap on evaluation examples")
     r.add_argument("--warmup", type=int, default=5, help="warm-up runs per model before timing")
@@ -168,13 +178,17 @@ def run_options(args, out: Path):
     ``nightly`` alike)."""
     from qat_harness import pipeline
     from qat_harness.devices.base import BenchSettings
-    from qat_harness.models import registry as model_registry
+    from qat_harness.sources import parse_models
 
-    models = args.models or DEFAULT_MODELS
-    for name in models:
-        model_registry.get(name)  # unknown names fail before anything runs
-    if args.dataset and not Path(args.dataset).is_dir():
+    models = DEFAULT_MODELS if args.models is None else args.models
+    parse_models(models, args.float_model)  # a wrong entry fails before anything runs
+    if args.dataset and not Path(args.dataset).exists():
         raise UsageError(f"dataset folder not found: {args.dataset}")
+    if args.labels and not Path(args.labels).is_file():
+        raise UsageError(f"labels file not found: {args.labels}")
+    if args.preprocess:
+        from qat_harness.models.datasets import preprocess
+        preprocess(args.preprocess)
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"weights file not found: {args.weights}")
     if args.threads < 1 or args.min_runs < 1:
@@ -184,8 +198,8 @@ def run_options(args, out: Path):
         models=models, devices=args.devices, out=out, num_threads=args.threads,
         input_size=args.input_size,
         default_input_sizes=DEFAULT_INPUT_SIZES if args.models is None else {},
-        weights=args.weights, dataset=args.dataset,
-        limit_per_class=args.limit_per_class, eval_limit=args.eval_limit,
+        weights=args.weights, dataset=args.dataset, labels=args.labels, preprocess=args.preprocess,
+        float_model=args.float_model, limit_per_class=args.limit_per_class, eval_limit=args.eval_limit,
         bench=BenchSettings(warmup_runs=args.warmup, min_runs=args.min_runs,
                             min_seconds=args.min_seconds, num_threads=args.threads),
         cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=per_device,

@@ -11,31 +11,37 @@ from typing import Any
 import numpy as np
 
 from qat_harness import claims, inspection, stats
-from qat_harness.build.artifacts import Artifacts, BuildFailed, get_artifacts
+from qat_harness.build.artifacts import BuildFailed
 from qat_harness.build.cache import ArtifactCache
 from qat_harness.core import tflite
-from qat_harness.core.tflite import model_inputs
 from qat_harness.core.errors import DeviceError, UsageError
+from qat_harness.core.tflite import InputMismatch, model_inputs
 from qat_harness.devices import registry as device_registry
 from qat_harness.devices.base import BenchSettings, Device, Role
 from qat_harness.environment import environment
+from qat_harness.preparation import DataOptions, PreparedModel, n_examples, prepare, take
 from qat_harness.report import ArtifactsInfo, DatasetInfo, DeviceSection, ModelSection, Report
 from qat_harness.results import ClaimResult, Verdict
+from qat_harness.sources import ModelSource, parse_models
 
-BENCH_LABELS = ("float", "qat_int8", "ptq_int8")
+BENCH_LABELS = ("float", "qat_int8", "int8", "ptq_int8")
+VARIANT_ORDER = ("float", "qat_int8", "int8", "ptq_int8")
 
 
 @dataclasses.dataclass
 class RunOptions:
-    models: list[str]
+    models: list[str]                  # --models entries (see sources.py)
     devices: list[str]
     out: Path
     num_threads: int = 2
-    input_size: int | None = None      # overrides every model's default input size
+    input_size: int | None = None      # overrides every registry model's default input size
     default_input_sizes: dict = dataclasses.field(default_factory=dict)  # per-model defaults
     weights: str | None = None
-    dataset: str | None = None
+    dataset: str | None = None         # image folder or .npz
     limit_per_class: int | None = None
+    labels: str | None = None          # class names, one per line (index = line)
+    preprocess: str | None = None      # a scheme of models.datasets.PREPROCESS
+    float_model: str | None = None     # the float reference of a single .tflite entry
     eval_limit: int | None = None      # cap on evaluation examples (None: the whole split)
     oracle_limit: int = 64             # examples compared with the reference kernels
     bench: BenchSettings = dataclasses.field(default_factory=BenchSettings)
@@ -68,9 +74,10 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] 
             progress("C6: probing other bit widths (4-bit QAT)")
             report.add_claim(_bit_width_claim(cache))
             report.save()
-        for name in opts.models:
+        for source in parse_models(opts.models, opts.float_model):
+            name = source.label
             try:
-                ModelRun(name, opts, devices, cache, report, progress).execute()
+                ModelRun(source, opts, devices, cache, report, progress).execute()
             except UsageError as exc:
                 report.model_error(name, str(exc), usage=True)
                 progress(f"{name}: {exc}")
@@ -126,35 +133,40 @@ def _options_summary(opts: RunOptions) -> dict:
 class ModelRun:
     """One model through every stage; each stage records what it measured before the next."""
 
-    def __init__(self, name: str, opts: RunOptions, devices: dict[str, Device],
+    def __init__(self, source: ModelSource, opts: RunOptions, devices: dict[str, Device],
                  cache: ArtifactCache, report: Report, progress):
-        from qat_harness.models import registry
-
-        self.spec = registry.get(name)
-        self.name = name
+        self.source = source
+        self.name = source.label
         self.opts, self.devices, self.cache, self.report = opts, devices, cache, report
         self.progress = progress
-        size = opts.input_size or opts.default_input_sizes.get(name)
-        self.cfg = self.spec.config(size, opts.weights, opts.dataset, opts.limit_per_class)
-        self.section = report.model(name, ModelSection(description=self.spec.description,
-                                                       config=dataclasses.asdict(self.cfg)))
+        self.section = report.model(self.name, ModelSection())
         self.infos: dict[str, tflite.ModelInfo] = {}
-        self._oracle: np.ndarray | None = None
+        self._oracle: list[np.ndarray] | None = None
 
     def add(self, result: ClaimResult) -> None:
         self.report.add_claim(result)
 
     # -- stages -----------------------------------------------------------------------------
     def execute(self) -> None:
-        self.progress(f"{self.name}: loading data")
-        self.data = self.spec.dataset(self.cfg)
-        self.section.dataset = DatasetInfo(self.data.name, int(len(self.data.x_eval)),
-                                           self.data.labels_meaningful)
-        self.artifacts: Artifacts = get_artifacts(self.spec, self.cfg, self.data, self.cache,
-                                                  self.progress, self.opts.build_timeout_s)
-        self.section.artifacts = ArtifactsInfo(self.artifacts.folder, self.artifacts.from_cache,
-                                               dict(self.artifacts.files))
-        self.section.keras = self.artifacts.metrics
+        self.progress(f"{self.name}: preparing data and artifacts")
+        size = self.opts.input_size or self.opts.default_input_sizes.get(self.name)
+        data_opts = DataOptions(self.opts.dataset, self.opts.labels, self.opts.preprocess,
+                                self.opts.limit_per_class)
+        self.model: PreparedModel = prepare(self.source, data_opts, self.cache,
+                                            self.opts.out / "work" / _safe(self.name), self.progress,
+                                            size, self.opts.weights, self.opts.build_timeout_s)
+        m = self.model
+        self.ut = m.under_test
+        self.section.description, self.section.config = m.description, m.config
+        self.section.dataset = DatasetInfo(m.data.name, n_examples(m.data.x_eval),
+                                           m.data.labels_meaningful, m.data_note)
+        if m.folder is not None:
+            self.section.artifacts = ArtifactsInfo(m.folder, bool(m.from_cache), dict(m.variants))
+            self.section.keras = m.metrics
+        else:
+            self.section.artifacts = ArtifactsInfo(None, None, dict(m.variants))
+        for note in m.notes:
+            self.report.note(self.name, note)
         self.report.save()
         self.inspect()
         self.report.save()
@@ -164,29 +176,41 @@ class ModelRun:
 
     def inspect(self) -> None:
         infos = {}
-        for variant, path in self.artifacts.files.items():
+        for variant, path in self.model.variants.items():
             try:
                 infos[variant] = tflite.inspect_model(path)
             except tflite.InvalidModel as exc:
                 self.report.note(self.name, f"{variant}: {exc}")
-        for variant, err in self.artifacts.metrics.get("conversion_errors", {}).items():
+        for variant, err in self.model.metrics.get("conversion_errors", {}).items():
             self.report.note(self.name, f"conversion of {variant} failed: {err}")
         self.infos = infos
         self.section.tflite = dict(infos)
-        if "float" in infos and "qat_int8" in infos:
-            self.add(claims.size_claim(self.name, infos["float"].size_bytes, infos["qat_int8"].size_bytes,
-                                       infos["ptq_int8"].size_bytes if "ptq_int8" in infos else None))
+        ut, label = self.ut, ("QAT int8" if self.ut == "qat_int8" else "int8")
+        if "float" in infos and ut in infos:
+            self.add(claims.size_claim(self.name, infos["float"].size_bytes, infos[ut].size_bytes,
+                                       infos["ptq_int8"].size_bytes if "ptq_int8" in infos else None,
+                                       int8_label=label))
+        elif "float" not in self.model.variants:
+            self.add(claims.skip("C1-size", self.name, "any", _NO_FLOAT))
         else:
-            self.add(claims.error("C1-size", self.name, "any", "float or QAT int8 model missing"))
-        if "qat_int8" not in infos:
+            self.add(claims.error("C1-size", self.name, "any", f"float or {label} model missing"))
+        if ut not in infos:
             for cid in ("C4-full-int", "C5-per-axis", "M3-bn-fold"):
-                self.add(claims.error(cid, self.name, "any", "no QAT int8 model to inspect"))
+                self.add(claims.error(cid, self.name, "any", f"no {label} model to inspect"))
             return
-        qat = infos["qat_int8"]
-        self.add(claims.full_integer_claim(self.name, inspection.full_integer_check(qat, require_int8_io=True)))
-        self.add(claims.per_axis_claim(self.name, inspection.per_axis_check(qat)))
-        self.add(claims.bn_fold_claim(self.name, inspection.batchnorm_fold_check(qat),
-                                      self.spec.has_batchnorm))
+        info = infos[ut]
+        custom = sorted({op.opcode for op in info.ops if op.opcode.startswith("CUSTOM:")})
+        if custom:
+            why = (f"the model's work is inside custom op(s) {', '.join(c[7:] for c in custom)} "
+                   "(a compiled model): its structure cannot be judged from the host; give the "
+                   "uncompiled .tflite to judge it")
+            for cid in ("C4-full-int", "C5-per-axis", "M3-bn-fold"):
+                self.add(claims.skip(cid, self.name, "any", why))
+        else:
+            self.add(claims.full_integer_claim(self.name, inspection.full_integer_check(info), ut))
+            self.add(claims.per_axis_claim(self.name, inspection.per_axis_check(info), ut))
+            self.add(claims.bn_fold_claim(self.name, inspection.batchnorm_fold_check(info),
+                                          self.model.has_batchnorm))
         self.section.quantization = {v: inspection.weight_granularity(i) for v, i in infos.items()
                                      if v != "float"}
         if "ptq_int8" in infos:
@@ -194,28 +218,34 @@ class ModelRun:
                                        "per_axis": inspection.per_axis_check(infos["ptq_int8"])}
 
     # -- per device -------------------------------------------------------------------------
-    def _eval_set(self):
-        x, y = self.data.x_eval, self.data.y_eval
-        if self.opts.eval_limit:
-            x = x[: self.opts.eval_limit]
-            y = None if y is None else y[: self.opts.eval_limit]
-        return x, y
+    def _eval_x(self):
+        return take(self.model.data.x_eval, self.opts.eval_limit)
+
+    def _eval_y(self):
+        y = self.model.data.y_eval
+        return None if y is None else take(y, self.opts.eval_limit)
+
+    def _inputs(self, variant: str, x):
+        try:
+            return model_inputs(self.infos[variant], x)
+        except InputMismatch as exc:
+            raise UsageError(f"{self.name} ({variant}): {exc}") from None
 
     def on_device(self, dev_name: str, dev: Device) -> None:
         section = self.section.devices.setdefault(dev_name, DeviceSection(simulated=dev.simulated))
-        variants = [v for v in ("float", "qat_int8", "ptq_int8") if v in self.infos]
-        workdir = self.opts.out / "work" / self.name / dev_name
+        variants = [v for v in VARIANT_ORDER if v in self.infos]
+        workdir = self.opts.out / "work" / _safe(self.name) / dev_name
         workdir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for v in variants:
             try:
-                paths[v], deleg = dev.prepare(self.artifacts.files[v], workdir)
+                paths[v], deleg = dev.prepare(self.model.variants[v], workdir)
                 if deleg is not None:
                     section.delegation[v] = deleg
             except DeviceError as exc:
                 section.errors[f"prepare:{v}"] = exc.reason
                 if v == "float":  # a float model rarely compiles for an accelerator: run as is
-                    paths[v] = self.artifacts.files[v]
+                    paths[v] = self.model.variants[v]
         self.progress(f"{self.name}: evaluating on {dev_name}")
         outputs = self._evaluate(dev, paths, section)
         self._accuracy_claims(dev_name, dev, outputs, section)
@@ -224,89 +254,104 @@ class ModelRun:
         self._latency_claims(dev_name, dev, paths, section)
 
     def _evaluate(self, dev: Device, paths: dict[str, Path], section: DeviceSection) -> dict:
-        x, _ = self._eval_set()
+        """Every variant on every evaluation example; every output kept (a device that drops
+        outputs is an error for that variant, never a partial success)."""
+        x = self._eval_x()
         outputs = {}
         for v, path in paths.items():
             try:
-                res = dev.run(path, model_inputs(self.infos[v], x), self.opts.run_timeout_s)
-                outputs[v] = res.outputs
-                if res.delegation is not None:
-                    section.delegation.setdefault(v, res.delegation)
+                res = dev.run(path, self._inputs(v, x), self.opts.run_timeout_s)
             except DeviceError as exc:
                 section.errors[f"run:{v}"] = f"{exc.kind}: {exc.reason}"
+                continue
+            expected = len(self.infos[v].outputs)
+            if len(res.all_outputs) != expected:
+                section.errors[f"run:{v}"] = (f"failed: the device returned {len(res.all_outputs)} of "
+                                              f"the model's {expected} outputs")
+                continue
+            outputs[v] = res.all_outputs
+            if res.delegation is not None:
+                section.delegation.setdefault(v, res.delegation)
         return outputs
 
-    def _oracle_outputs(self) -> np.ndarray | None:
-        """QAT int8 outputs from LiteRT's reference kernels: the numeric oracle (cached per model)."""
-        if self._oracle is None and "qat_int8" in self.infos:
-            x, _ = self._eval_set()
-            x = x[: self.opts.oracle_limit]
+    def _oracle_outputs(self) -> list[np.ndarray] | None:
+        """Outputs of the int8 model under test on LiteRT's reference kernels: the numeric
+        oracle (cached per model)."""
+        if self._oracle is None and self.ut in self.infos:
+            x = take(self._eval_x(), self.opts.oracle_limit)
             try:
                 self._oracle = device_registry.oracle().run(
-                    self.artifacts.files["qat_int8"], model_inputs(self.infos["qat_int8"], x),
-                    self.opts.run_timeout_s).outputs
+                    self.model.variants[self.ut], self._inputs(self.ut, x), self.opts.run_timeout_s).all_outputs
             except DeviceError as exc:
                 self.section.oracle_error = f"{exc.kind}: {exc.reason}"
-                self._oracle = np.empty(0)
-        return self._oracle if self._oracle is not None and self._oracle.size else None
+                self._oracle = []
+        return self._oracle or None
 
     def _accuracy_claims(self, dev_name: str, dev: Device, outputs: dict, section: DeviceSection) -> None:
-        _, y = self._eval_set()
-        sim = dev.simulated
-        for cid in ("A1-accuracy", "A2-agreement"):
-            missing = [v for v in ("float", "qat_int8") if v not in outputs]
-            if missing:
-                why = section.errors.get(f"run:{missing[0]}", "not run")
-                self.add(claims.error(cid, self.name, dev_name, f"{missing[0]} did not run: {why}"))
-        if "float" not in outputs or "qat_int8" not in outputs:
-            return
-        top1 = {v: np.argmax(o.reshape(len(o), -1), axis=-1) for v, o in outputs.items()}
-        if dev.role is not Role.ORACLE:
+        ut, sim = self.ut, dev.simulated
+        if ut in outputs and dev.role is not Role.ORACLE:
             oracle = self._oracle_outputs()
             if oracle is not None:
-                n = len(oracle)
-                section.vs_reference_kernels = stats.int8_step_difference(outputs["qat_int8"][:n], oracle)
-        meaningful = self.data.labels_meaningful and (self.spec.trained_here or self.cfg.weights)
-        if not meaningful:
-            why = ("untrained model (weights=None): int8 outputs are degenerate, agreement and "
-                   "accuracy mean nothing; give --weights and --dataset for real numbers")
-            self.add(claims.skip("A1-accuracy", self.name, dev_name, why))
-            self.add(claims.skip("A2-agreement", self.name, dev_name, why))
+                diffs = [stats.output_difference(o[: len(r)], r, self.infos[ut].tensor(t))
+                         for o, r, t in zip(outputs[ut], oracle, self.infos[ut].outputs)]
+                section.vs_reference_kernels = diffs[0]
+                if len(diffs) > 1:
+                    section.vs_reference_kernels_outputs = diffs
+        needed = [v for v in ("float", ut) if v in self.model.variants]
+        missing = [v for v in needed if v not in outputs]
+        if missing:
+            why = section.errors.get(f"run:{missing[0]}", "not run")
+            for cid in ("A1-accuracy", "A2-agreement"):
+                self.add(claims.error(cid, self.name, dev_name, f"{missing[0]} did not run: {why}"))
             return
-        agree = int(np.sum(top1["qat_int8"] == top1["float"]))
+        if self.model.accuracy_skip:
+            for cid in ("A1-accuracy", "A2-agreement"):
+                self.add(claims.skip(cid, self.name, dev_name, self.model.accuracy_skip))
+            return
+        first = {v: o[0] for v, o in outputs.items()}
+        ids = self.infos[ut].tensor(self.infos[ut].outputs[0])
+        if not ids.scales and ids.dtype.startswith(("int", "uint")):  # class ids (an ArgMax output)
+            equal = int(np.sum(first[ut] == first["float"]))
+            self.add(claims.agreement_claim(self.name, dev_name,
+                                            stats.wilson_interval(equal, first[ut].size), sim,
+                                            {"unit": "output elements (class ids)"}))
+            self.add(claims.skip("A1-accuracy", self.name, dev_name,
+                                 "the model outputs class ids per element, not one class per input"))
+            return
+        top1 = {v: np.argmax(o.reshape(len(o), -1), axis=-1) for v, o in first.items()}
+        agree = int(np.sum(top1[ut] == top1["float"]))
         extra = {}
         if "ptq_int8" in top1:
             extra["ptq_agreement"] = stats.wilson_interval(int(np.sum(top1["ptq_int8"] == top1["float"])),
                                                           len(top1["float"]))
         self.add(claims.agreement_claim(self.name, dev_name,
                                         stats.wilson_interval(agree, len(top1["float"])), sim, extra))
+        y = self._eval_y()
         if y is None:
             self.add(claims.skip("A1-accuracy", self.name, dev_name, "the dataset has no labels"))
             return
         acc = {v: float(np.mean(t == y)) for v, t in top1.items()}
         section.top1 = acc
-        keras_metrics = self.artifacts.metrics
-        extra = {"float_keras_top1": keras_metrics.get("float_keras_accuracy"),
-                 "qat_keras_top1": keras_metrics.get("qat_keras_accuracy"),
+        metrics = self.model.metrics
+        extra = {"float_keras_top1": metrics.get("float_keras_accuracy"),
+                 "qat_keras_top1": metrics.get("qat_keras_accuracy"),
                  "ptq_int8_top1": acc.get("ptq_int8")}
-        self.add(claims.accuracy_claim(self.name, dev_name, acc["float"], acc["qat_int8"], len(y),
-                                       extra, sim))
+        self.add(claims.accuracy_claim(self.name, dev_name, acc["float"], acc[ut], len(y), extra, sim))
 
     def _latency_claims(self, dev_name: str, dev: Device, paths: dict[str, Path],
                         section: DeviceSection) -> None:
-        claim_id = dev.role.latency_claim
+        claim_id, ut = dev.role.latency_claim, self.ut
+        labels = [v for v in BENCH_LABELS if v in paths]
         if claim_id is None:
             why = {Role.ORACLE: "reference kernels are the numeric oracle, not a tested backend",
                    Role.OVERHEAD: "the null device measures the harness's own overhead"}[dev.role]
             self.add(claims.skip("C2-cpu-latency", self.name, dev_name, why))
             return
-        labels = [v for v in BENCH_LABELS if v in paths]
-        if "float" not in labels or "qat_int8" not in labels:
+        if ut not in labels or ("float" not in labels and "float" in self.model.variants):
             self.add(claims.error(claim_id, self.name, dev_name,
-                                  "float or QAT int8 model unavailable on this device"))
+                                  f"float or {ut} model unavailable on this device"))
             return
-        x, _ = self._eval_set()
-        sample = {v: model_inputs(self.infos[v], x[:1]) for v in labels}
+        sample = {v: self._inputs(v, take(self._eval_x(), 1)) for v in labels}
         settings = dataclasses.replace(self.opts.bench, num_threads=self.opts.num_threads)
         try:
             bench = dev.benchmark({v: paths[v] for v in labels}, sample, settings)
@@ -320,15 +365,28 @@ class ModelRun:
         for v, deleg in bench.delegation.items():
             if deleg is not None:
                 section.delegation.setdefault(v, deleg)
-        ratio = stats.ratio_of_medians_ci(bench.times_ms["float"], bench.times_ms["qat_int8"])
+        if "float" not in bench.times_ms:
+            self.add(claims.skip(claim_id, self.name, dev_name, f"{_NO_FLOAT} (int8 latency measured: "
+                                 f"median {section.latency[ut].median_ms:.3f} ms)"))
+            return
+        ratio = stats.ratio_of_medians_ci(bench.times_ms["float"], bench.times_ms[ut])
         section.speedup_qat_vs_float = ratio
         if "ptq_int8" in bench.times_ms:
             section.speedup_ptq_vs_float = stats.ratio_of_medians_ci(bench.times_ms["float"],
                                                                      bench.times_ms["ptq_int8"])
         if dev.role is Role.ACCELERATOR:
-            self.add(claims.accelerator_claim(self.name, dev_name, ratio, section.delegation.get("qat_int8"),
+            self.add(claims.accelerator_claim(self.name, dev_name, ratio, section.delegation.get(ut),
                                               dev.simulated or bench.simulated))
         else:
             self.add(claims.cpu_latency_claim(self.name, dev_name, ratio, section.latency["float"],
-                                              section.latency["qat_int8"],
-                                              self.report.run.environment.cpu.flags))
+                                              section.latency[ut], self.report.run.environment.cpu.flags))
+
+
+_NO_FLOAT = ("no float reference to compare with: give it as --float-model FLOAT.tflite or "
+             "--models int8.tflite=float.tflite")
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", name)

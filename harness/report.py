@@ -19,7 +19,7 @@ from qat_harness.claims import CLAIMS
 from qat_harness.core.errors import UsageError
 from qat_harness.devices.base import Delegation
 from qat_harness.results import ClaimResult, Verdict, plain
-from qat_harness.stats import LatencySummary, RatioCI, StepDifference
+from qat_harness.stats import LatencySummary, OutputDifference, RatioCI, StepDifference
 
 SCHEMA_VERSION = 1
 
@@ -39,7 +39,8 @@ class DeviceSection:
     simulated: bool
     delegation: dict[str, Delegation] = dataclasses.field(default_factory=dict)  # variant ->
     errors: dict[str, str] = dataclasses.field(default_factory=dict)  # 'run:qat_int8' -> reason
-    vs_reference_kernels: StepDifference | None = None
+    vs_reference_kernels: OutputDifference | StepDifference | None = None  # the first output
+    vs_reference_kernels_outputs: list[OutputDifference] | None = None   # every output, if several
     top1: dict[str, float] | None = None
     latency: dict[str, LatencySummary] | None = None
     latency_raw_ms: dict[str, list[float]] | None = None
@@ -51,7 +52,8 @@ class DeviceSection:
     def to_json(self) -> dict:
         return {"simulated": self.simulated, "delegation": plain(self.delegation),
                 **_present(errors=self.errors or None,
-                           vs_reference_kernels=self.vs_reference_kernels, top1=self.top1,
+                           vs_reference_kernels=self.vs_reference_kernels,
+                           vs_reference_kernels_outputs=self.vs_reference_kernels_outputs, top1=self.top1,
                            latency=self.latency, latency_raw_ms=self.latency_raw_ms,
                            first_invoke_ms=self.first_invoke_ms, bench_details=self.bench_details,
                            speedup_qat_vs_float=self.speedup_qat_vs_float,
@@ -63,12 +65,16 @@ class DatasetInfo:
     name: str
     eval_examples: int
     labels_meaningful: bool
+    description: str | None = None      # what the data is and how it was preprocessed
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclasses.dataclass
 class ArtifactsInfo:
-    folder: Path
-    from_cache: bool
+    folder: Path | None             # the cache entry; None for a user's own .tflite files
+    from_cache: bool | None
     files: dict[str, Path]
 
 
@@ -225,6 +231,16 @@ def format_measured(value) -> str:
     return str(value)
 
 
+def md_escape(text) -> str:
+    """User-controlled text (file and folder names, model names) as inert Markdown: no
+    headings, links, tables or HTML can be injected through a name."""
+    import html
+    import re
+
+    text = re.sub(r"([\\`*_{}\[\]()#+!~])", r"\\\1", str(text))
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
 def device_label(claim: dict) -> str:
     return claim["device"] + (" (simulated)" if claim.get("simulated") else "")
 
@@ -240,6 +256,7 @@ def render_markdown(data: dict) -> str:
     env = Environment(loader=PackageLoader("qat_harness", "templates"),
                       autoescape=select_autoescape([]), trim_blocks=True, lstrip_blocks=True)
     env.filters["measured"] = format_measured
+    env.filters["md"] = md_escape
     env.filters["device_label"] = device_label
     counts = {v.value: sum(1 for c in data["claims"] if c["verdict"] == v.value) for v in Verdict}
     return env.get_template("report.md.j2").render(data=data, claims_text=CLAIMS, counts=counts)

@@ -104,3 +104,48 @@ def int8_step_difference(a: np.ndarray, b: np.ndarray) -> StepDifference:
     return StepDifference(max_steps=int(d.max()) if d.size else 0,
                           mean_steps=float(d.mean()) if d.size else 0.0,
                           fraction_exact=float(np.mean(d == 0)) if d.size else 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDifference(_Serialisable):
+    """Two runs' values of one output tensor compared in that tensor's own domain: quantized
+    outputs in steps of their scale, float outputs as absolute / relative error, integer
+    class ids (an ArgMax output) as an equality rate. Never a float truncated to an integer
+    and called steps."""
+    output: str
+    domain: str                         # 'int8 steps' / 'uint8 steps' / 'int16 steps', 'float', 'ids'
+    fraction_exact: float
+    max_steps: int | None = None
+    mean_steps: float | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @property
+    def headline(self) -> str:
+        if self.max_steps is not None:
+            return f"max {self.max_steps} {self.domain}, {self.fraction_exact:.1%} identical"
+        if self.max_abs is not None:
+            return f"max abs {self.max_abs:.3g} (rel {self.max_rel:.3g}), {self.fraction_exact:.1%} identical"
+        return f"{self.fraction_exact:.1%} of ids equal"
+
+
+def output_difference(a: np.ndarray, b: np.ndarray, tensor) -> OutputDifference:
+    """``tensor`` is the output's ``core.tflite.TensorInfo`` (dtype and quantization)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"output {tensor.name}: shapes {list(a.shape)} and {list(b.shape)} differ")
+    exact = float(np.mean(a == b)) if a.size else 1.0
+    if tensor.scales and np.issubdtype(a.dtype, np.integer):
+        d = np.abs(a.astype(np.int64) - b.astype(np.int64))
+        return OutputDifference(tensor.name, f"{tensor.dtype} steps", exact,
+                                max_steps=int(d.max()) if d.size else 0,
+                                mean_steps=float(d.mean()) if d.size else 0.0)
+    if np.issubdtype(a.dtype, np.floating):
+        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-12)
+        return OutputDifference(tensor.name, "float", exact, max_abs=float(d.max()) if d.size else 0.0,
+                                max_rel=float(d.max() / scale) if d.size else 0.0)
+    return OutputDifference(tensor.name, "ids", exact)

@@ -61,35 +61,157 @@ def synthetic(shape: tuple[int, ...], n: int = 32, seed: int = 0) -> Dataset:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-def image_folder(root: Path, image_size: int, preprocess, limit_per_class: int | None = None,
-                 eval_fraction: float = 0.5, seed: int = 0) -> Dataset:
-    """An ImageNet-style folder: one sub-folder per class (sorted names → class index, as
-    Keras' ImageNet class order when the folders are the synset ids), images inside."""
+# -- preprocessing ------------------------------------------------------------------------------
+def _caffe(x: np.ndarray) -> np.ndarray:
+    """Keras' 'caffe' mode (ResNet50 v1): RGB -> BGR, minus the ImageNet channel means."""
+    return x[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+def _torch(x: np.ndarray) -> np.ndarray:
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    return (x / 255.0 - mean) / std
+
+
+#: Named preprocessing of 0..255 RGB images into a model's float input range.
+PREPROCESS = {
+    "mobilenet": (lambda x: x / 127.5 - 1.0, "[-1, 1] (x / 127.5 - 1, MobileNet / 'tf' mode)"),
+    "unit": (lambda x: x / 255.0, "[0, 1] (x / 255)"),
+    "raw": (lambda x: x, "raw 0..255"),
+    "caffe": (_caffe, "caffe: BGR minus ImageNet means (ResNet50 v1)"),
+    "torch": (_torch, "torch: [0, 1] minus ImageNet mean, divided by std"),
+}
+
+
+def preprocess(scheme: str):
+    if scheme not in PREPROCESS:
+        raise UsageError(f"unknown --preprocess '{scheme}'; known: {', '.join(PREPROCESS)}")
+    return PREPROCESS[scheme][0]
+
+
+def scheme_for_range(low: float, high: float) -> str:
+    """The scheme whose output range a quantized input tensor represents: a uint8 input with
+    scale 1/128 and zero point 128 takes [-1, 1], one with scale 1/255 takes [0, 1], ..."""
+    if low < -0.5:
+        return "mobilenet"
+    return "raw" if high > 2.0 else "unit"
+
+
+# -- label files --------------------------------------------------------------------------------
+def read_labels(path: Path) -> list[str]:
+    """One class name per line; the line index is the model's output index (a leading
+    'background' line shifts every class by one, as in TF's ImageNet label files)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the labels file {path}: {exc}") from None
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise UsageError(f"labels file {path} is empty")
+    return names
+
+
+def class_indices(folder_names: list[str], labels: list[str] | None, source: str) -> dict[str, int]:
+    """Class folder name -> output index: by the labels file when given (exact name, then
+    case-insensitive), else by sorted folder order."""
+    if labels is None:
+        return {name: i for i, name in enumerate(sorted(folder_names))}
+    exact = {name: i for i, name in enumerate(labels)}
+    folded = {name.lower(): i for i, name in enumerate(labels)}
+    out = {}
+    for name in folder_names:
+        index = exact.get(name, folded.get(name.lower()))
+        if index is None:
+            raise UsageError(f"class folder '{name}' of {source} is not in the labels file")
+        out[name] = index
+    return out
+
+
+# -- user data ----------------------------------------------------------------------------------
+def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
+                 limit_per_class: int | None = None, eval_fraction: float = 0.5, seed: int = 0,
+                 labels: list[str] | None = None, channels: int = 3) -> Dataset:
+    """An ImageNet-style folder: one sub-folder per class, images inside. Class index: the
+    labels file's line of the folder's name, or the sorted folder order (Keras' ImageNet order
+    when the folders are synset ids)."""
     from PIL import Image
 
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"dataset folder not found: {root}")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise UsageError(f"dataset folder {root} has no class sub-folders (expected class/xxx.jpg)")
+    index = class_indices(classes, labels, f"dataset {root}")
     xs, ys = [], []
-    for idx, cls in enumerate(classes):
+    for cls in classes:
         files = sorted(f for f in (root / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         for f in files[:limit_per_class]:
             try:
                 with Image.open(f) as im:
-                    im = im.convert("RGB").resize((image_size, image_size))
-                    xs.append(np.asarray(im, dtype=np.float32))
-                    ys.append(idx)
+                    im = im.convert("RGB" if channels == 3 else "L").resize((width, height))
+                    xs.append(np.asarray(im, dtype=np.float32).reshape(height, width, channels))
+                    ys.append(index[cls])
             except OSError as exc:
                 raise UsageError(f"cannot read image {f}: {exc}") from None
     if not xs:
         raise UsageError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    x = preprocess(np.stack(xs)).astype(np.float32)
+    x = preprocess_fn(np.stack(xs)).astype(np.float32)
     y = np.asarray(ys, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     n_eval = max(1, int(len(x) * eval_fraction))
     ev, tr = order[:n_eval], order[n_eval:]
     return Dataset(f"folder:{root.name}", x[tr] if len(tr) else None, y[tr] if len(tr) else None,
                    x[ev], y[ev])
+
+
+def npz(path: Path, n_inputs: int = 1, eval_fraction: float = 0.5, seed: int = 0) -> Dataset:
+    """An .npz with ``x`` (or ``x_0``, ``x_1``, ... for a model with several inputs) and an
+    optional ``y`` of class indices. Loaded without pickle."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise UsageError(f"dataset file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a readable .npz (without pickled objects): {exc}") from None
+    keys = ["x"] if n_inputs == 1 else [f"x_{i}" for i in range(n_inputs)]
+    if n_inputs == 1 and "x" not in arrays and "x_0" in arrays:
+        keys = ["x_0"]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise UsageError(f"{path} has no '{missing[0]}' array (it has: {', '.join(arrays) or 'nothing'})")
+    xs = [arrays[k] for k in keys]
+    n = len(xs[0])
+    if n == 0 or any(len(x) != n for x in xs):
+        raise UsageError(f"{path}: the input arrays are empty or of different lengths")
+    y = arrays.get("y")
+    if y is not None and (len(y) != n or not np.issubdtype(y.dtype, np.integer)):
+        raise UsageError(f"{path}: 'y' must hold one integer class index per example")
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = max(1, int(n * eval_fraction)) if y is not None else n
+    ev, tr = order[:n_eval], order[n_eval:]
+    pick = (lambda idx: [x[idx] for x in xs] if n_inputs > 1 else xs[0][idx])
+    return Dataset(f"npz:{path.name}", pick(tr) if len(tr) else None,
+                   y[tr] if y is not None and len(tr) else None, pick(ev),
+                   y[ev] if y is not None else None, labels_meaningful=y is not None)
+
+
+def synthetic_for(shapes: list[tuple[int, ...]], dtypes: list[str], ranges: list[tuple[float, float]],
+                  n: int = 32, seed: int = 0) -> Dataset:
+    """Seeded random inputs for a model of any input signature, in each input's float range
+    (integer inputs without quantization get integers in [0, 16)): size and latency only."""
+    rng = np.random.default_rng(seed)
+    xs = []
+    for shape, dtype, (low, high) in zip(shapes, dtypes, ranges):
+        if np.issubdtype(np.dtype(dtype), np.integer) and (low, high) == (0, 0):
+            xs.append(rng.integers(0, 16, size=(n, *shape)).astype(dtype))
+        else:
+            xs.append(rng.uniform(low, high, size=(n, *shape)).astype(np.float32))
+    x = xs[0] if len(xs) == 1 else xs
+    return Dataset("synthetic", None, None, x, None, labels_meaningful=False)

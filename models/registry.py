@@ -27,6 +27,8 @@ class ModelConfig:
     weights: str | None = None
     dataset: str | None = None
     limit_per_class: int | None = None
+    labels: str | None = None
+    preprocess: str | None = None
 
     def key(self) -> dict:
         d = dataclasses.asdict(self)
@@ -48,8 +50,10 @@ class ModelSpec:
     trained_here: bool = False
 
     def config(self, input_size: int | None = None, weights: str | None = None,
-               dataset: str | None = None, limit_per_class: int | None = None) -> ModelConfig:
-        return ModelConfig(input_size or self.default_input_size, weights, dataset, limit_per_class)
+               dataset: str | None = None, limit_per_class: int | None = None,
+               labels: str | None = None, preprocess: str | None = None) -> ModelConfig:
+        return ModelConfig(input_size or self.default_input_size, weights, dataset, limit_per_class,
+                           labels, preprocess)
 
 
 def _file_digest(path: str) -> str:
@@ -84,17 +88,20 @@ def _app_builder(arch: str):
     return build
 
 
-_PREPROCESS = {"mobilenet_v1": "mobilenet", "mobilenet_v2": "mobilenet_v2", "resnet50": "resnet50"}
+#: each application's own preprocessing, as tf_keras.applications does it
+PREPROCESS = {"mobilenet_v1": "mobilenet", "mobilenet_v2": "mobilenet", "resnet50": "caffe"}
 
 
 def _app_data(arch: str):
     def data(cfg: ModelConfig) -> datasets.Dataset:
         if not cfg.dataset:
             return datasets.synthetic((cfg.input_size, cfg.input_size, 3))
-        import tf_keras as keras
-        preprocess = getattr(keras.applications, _PREPROCESS[arch]).preprocess_input
-        return datasets.image_folder(Path(cfg.dataset), cfg.input_size, preprocess,
-                                     cfg.limit_per_class)
+        scheme = cfg.preprocess or PREPROCESS[arch]
+        if Path(cfg.dataset).suffix.lower() == ".npz":
+            return datasets.npz(Path(cfg.dataset))
+        labels = datasets.read_labels(Path(cfg.labels)) if cfg.labels else None
+        return datasets.image_folder(Path(cfg.dataset), cfg.input_size, datasets.preprocess(scheme),
+                                     cfg.limit_per_class, labels=labels)
     return data
 
 

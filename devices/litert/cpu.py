@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from qat_harness.core.child import run_child
 from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation,
-                                      Device, DeviceError, Role, RunResult)
+                                      Device, DeviceError, ModelInputs, Role, RunResult, input_list)
 
 WORKER = "qat_harness.devices.litert.worker"
 
@@ -46,33 +47,57 @@ class LiteRTDevice(Device):
     def _request(self, **kw) -> dict:
         return {"resolver": self.resolver, "num_threads": self.num_threads, **kw}
 
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="qat-run-") as tmp:
-            in_path, out_path = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-            np.save(in_path, inputs, allow_pickle=False)
-            resp = run_child(WORKER, self._request(mode="run", model=str(Path(model_path).resolve()),
-                                                   inputs=str(in_path), outputs=str(out_path)),
-                             timeout_s)
-            outputs = np.load(out_path, allow_pickle=False)
-        return RunResult(outputs=outputs, delegation=self._delegation(resp.get("ops", {})))
+            in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            _save_inputs(in_path, inputs)
+            try:
+                resp = run_child(WORKER, self._request(mode="run", model=str(Path(model_path).resolve()),
+                                                       inputs=str(in_path), outputs=str(out_path)),
+                                 timeout_s)
+            except DeviceError as exc:
+                raise _explain_custom_ops(exc) from None
+            with np.load(out_path, allow_pickle=False) as npz:
+                outputs = [npz[f"out_{k}"] for k in range(len(npz.files))]
+        return RunResult(outputs=outputs[0], extra_outputs=outputs[1:],
+                         delegation=self._delegation(resp.get("ops", {})))
 
     def benchmark(self, models: dict[str, Path], sample, settings: BenchSettings) -> BenchResult:
         with tempfile.TemporaryDirectory(prefix="qat-bench-") as tmp:
             inputs = {}
             for label in models:
-                x = sample[label] if isinstance(sample, dict) else sample
-                inputs[label] = str(Path(tmp) / f"{label}.npy")
-                np.save(inputs[label], x, allow_pickle=False)
+                inputs[label] = str(Path(tmp) / f"{label}.npz")
+                _save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
             req = self._request(mode="bench", models={k: str(Path(v).resolve()) for k, v in models.items()},
                                 inputs=inputs, warmup_runs=settings.warmup_runs,
                                 min_runs=settings.min_runs, min_seconds=settings.min_seconds,
                                 max_runs=settings.max_runs, num_threads=settings.num_threads)
-            resp = run_child(WORKER, req, settings.timeout_s)
+            try:
+                resp = run_child(WORKER, req, settings.timeout_s)
+            except DeviceError as exc:
+                raise _explain_custom_ops(exc) from None
         return BenchResult(times_ms=resp["times_ms"], first_invoke_ms=resp["first_invoke_ms"],
                            delegation={k: self._delegation(v) for k, v in resp.get("ops", {}).items()})
 
     def _delegation(self, ops: dict) -> Delegation | None:
         return None
+
+
+def _save_inputs(path: Path, inputs: ModelInputs) -> None:
+    np.savez(path, **{f"in_{i}": x for i, x in enumerate(input_list(inputs))})
+
+
+def _explain_custom_ops(exc: DeviceError) -> DeviceError:
+    """LiteRT's 'unresolved custom op' said as what to do about it."""
+    match = re.search(r"unresolved custom op: ([\w.-]+)", exc.reason)
+    if not match:
+        return exc
+    op = match.group(1)
+    where = (" (a model compiled by edgetpu_compiler: run it with --devices edgetpu, or give "
+             "the uncompiled .tflite)" if op == "edgetpu-custom-op" else
+             " (run it where that op is implemented, or give a model without it)")
+    return DeviceError(f"the model's work is in custom op '{op}', which LiteRT on the host CPU "
+                       f"cannot run{where}", kind="unsupported")
 
 
 class CpuDevice(LiteRTDevice):

@@ -41,20 +41,46 @@ def make_interpreter(model_path: str, resolver: str, num_threads: int | None,
     return interp
 
 
-def _invoke(interp, x: np.ndarray) -> np.ndarray:
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    interp.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"], copy=False))
-    interp.invoke()
-    return interp.get_tensor(out["index"])
+def set_inputs(interp, example: list[np.ndarray]) -> None:
+    """Every input tensor gets its own array, in the model's input order, in the dtype the
+    tensor takes: a missing input or a dtype the model does not take is an error, never a
+    silent cast that would give wrong answers."""
+    details = interp.get_input_details()
+    if len(example) != len(details):
+        raise ValueError(f"the model takes {len(details)} input(s), {len(example)} given")
+    for d, x in zip(details, example):
+        want = np.dtype(d["dtype"])
+        if x.dtype != want:
+            raise ValueError(f"input '{d['name']}' takes {want.name}, got {x.dtype.name}")
+        if x.size != int(np.prod(d["shape"])):
+            raise ValueError(f"input '{d['name']}' has shape {list(d['shape'])}, got {list(x.shape)}")
+        interp.set_tensor(d["index"], x.reshape(d["shape"]))
+
+
+def get_outputs(interp) -> list[np.ndarray]:
+    return [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+
+
+def load_inputs(path: str) -> list[np.ndarray]:
+    """The parent's .npz: ``in_0``, ``in_1``, ... one array per model input, examples first."""
+    with np.load(path, allow_pickle=False) as npz:
+        return [npz[f"in_{i}"] for i in range(len(npz.files))]
 
 
 def run_batch(req: dict) -> dict:
     interp = make_interpreter(req["model"], req["resolver"], req.get("num_threads"), req.get("delegate"))
-    inputs = np.load(req["inputs"], allow_pickle=False)
-    outs = np.stack([_invoke(interp, inputs[i:i + 1])[0] for i in range(len(inputs))])
-    np.save(req["outputs"], outs, allow_pickle=False)
-    return {"ok": True, "n": int(len(inputs)), "ops": _ops_summary(interp)}
+    inputs = load_inputs(req["inputs"])
+    n = len(inputs[0]) if inputs else 0
+    if n == 0 or any(len(x) != n for x in inputs):
+        raise ValueError(f"no examples to run, or inputs of different lengths {[len(x) for x in inputs]}")
+    rows: list[list[np.ndarray]] = []
+    for i in range(n):
+        set_inputs(interp, [x[i:i + 1] for x in inputs])
+        interp.invoke()
+        rows.append([o[0] if o.shape[:1] == (1,) else o for o in get_outputs(interp)])
+    outputs = {f"out_{k}": np.stack([row[k] for row in rows]) for k in range(len(rows[0]))} if rows else {}
+    np.savez(req["outputs"], **outputs)
+    return {"ok": True, "n": int(n), "ops": _ops_summary(interp)}
 
 
 def _ops_summary(interp) -> dict:
@@ -95,21 +121,21 @@ def bench(req: dict) -> dict:
     for label in labels:
         interps[label] = make_interpreter(req["models"][label], req["resolver"],
                                           req.get("num_threads"), req.get("delegate"))
-        inputs[label] = np.load(req["inputs"][label], allow_pickle=False)
+        inputs[label] = [x[:1] for x in load_inputs(req["inputs"][label])]
+        set_inputs(interps[label], inputs[label])
         t0 = time.perf_counter()
-        _invoke(interps[label], inputs[label])
+        interps[label].invoke()
         first[label] = (time.perf_counter() - t0) * 1e3
     for _ in range(req["warmup_runs"]):
         for label in labels:
-            _invoke(interps[label], inputs[label])
+            interps[label].invoke()
     times = {label: [] for label in labels}
     start = time.perf_counter()
     n = 0
     while n < req["max_runs"] and (n < req["min_runs"] or time.perf_counter() - start < req["min_seconds"]):
         for label in labels:
-            interp, x = interps[label], inputs[label]
-            inp = interp.get_input_details()[0]
-            interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
+            interp = interps[label]
+            set_inputs(interp, inputs[label])
             t0 = time.perf_counter()
             interp.invoke()
             times[label].append((time.perf_counter() - t0) * 1e3)

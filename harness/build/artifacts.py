@@ -50,33 +50,82 @@ def train_plan(spec: ModelSpec, data: Dataset) -> dict:
 
 def get_artifacts(spec: ModelSpec, cfg: ModelConfig, data: Dataset, cache: ArtifactCache,
                   progress=lambda msg: None, timeout_s: float = 7200.0) -> Artifacts:
-    plan = train_plan(spec, data)
-    key = cache_key({"model": spec.name, "config": cfg.key(), "plan": plan, "dataset": data.name})
+    """A registry model's artifacts."""
+    source = {"kind": "registry", "name": spec.name, "config": dataclasses.asdict(cfg)}
+    return build_artifacts(spec.name, source, {"config": cfg.key()}, train_plan(spec, data), data,
+                           cfg.weights is not None, cache, progress, timeout_s)
+
+
+def build_artifacts(label: str, source: dict, identity: dict, plan: dict, data: Dataset,
+                    pretrained: bool, cache: ArtifactCache, progress=lambda msg: None,
+                    timeout_s: float = 7200.0) -> Artifacts:
+    """The artifacts of any buildable source, from the cache or from the builder child.
+    ``identity`` is what determines the model beyond the source's request (file digests,
+    configuration): it goes into the cache key with the plan and the data."""
+    key = cache_key({"model": label, "source": source, "identity": identity, "plan": plan,
+                     "dataset": data.name})
     entry = cache.lookup(key)
     from_cache = entry is not None
     if entry is None:
-        source = {"kind": "registry", "name": spec.name, "config": dataclasses.asdict(cfg)}
-        entry = cache.store(key, lambda folder: _build(spec.name, source, plan, data, folder,
-                                                       cfg.weights is not None, progress, timeout_s))
+        entry = cache.store(key, lambda folder: _build(label, source, plan, data, folder, pretrained,
+                                                       progress, timeout_s))
     metrics = json.loads((entry / "metrics.json").read_text())
     files = {v: entry / f"{v}.tflite" for v in VARIANTS if (entry / f"{v}.tflite").exists()}
-    return Artifacts(spec.name, entry, files, metrics, from_cache)
+    return Artifacts(label, entry, files, metrics, from_cache)
+
+
+def describe_model(source: dict, workdir: Path, timeout_s: float = 1800.0) -> tuple[dict, Path | None]:
+    """Ask the builder child for a model's signature (inputs, outputs, layer classes). A
+    factory that returns ``(model, dataset)`` leaves its dataset in an .npz, returned too."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_out = workdir / "factory-dataset.npz"
+    try:
+        result = run_child(BUILDER, {"mode": "describe", "source": source, "data_out": str(data_out)},
+                           timeout_s, env=user_env(source))
+    except DeviceError as exc:
+        if exc.kind == "usage":
+            raise UsageError(exc.reason) from None
+        raise BuildFailed(f"loading {source.get('label')} failed ({exc.kind}): {exc.reason}") from None
+    return result, (data_out if result.get("has_dataset") else None)
+
+
+def _arrays(data: Dataset) -> dict[str, np.ndarray]:
+    """A dataset as .npz arrays; a model with several inputs keeps x_eval_0, x_eval_1, ..."""
+    out = {}
+    for name in ("x_train", "y_train", "x_eval", "y_eval"):
+        value = getattr(data, name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            out.update({f"{name}_{i}": np.asarray(v) for i, v in enumerate(value)})
+        else:
+            out[name] = np.asarray(value)
+    return out
 
 
 def _build(label: str, source: dict, plan: dict, data: Dataset, folder: Path, pretrained: bool,
            progress, timeout_s: float) -> None:
     inputs = folder / ".data.npz"
-    arrays = {k: v for k, v in {"x_train": data.x_train, "y_train": data.y_train,
-                                "x_eval": data.x_eval, "y_eval": data.y_eval}.items() if v is not None}
-    np.savez(inputs, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(inputs, **_arrays(data))
     request = {"label": label, "source": source, "plan": plan, "data": str(inputs.resolve()),
                "out": str(folder.resolve()), "labels_meaningful": data.labels_meaningful,
                "pretrained": pretrained}
     try:
-        run_child(BUILDER, request, timeout_s, progress=progress)
+        run_child(BUILDER, request, timeout_s, progress=progress, env=user_env(source))
     except DeviceError as exc:
         if exc.kind == "usage":
             raise UsageError(exc.reason) from None
         raise BuildFailed(f"building {label} failed ({exc.kind}): {exc.reason}") from None
     finally:
         inputs.unlink(missing_ok=True)
+
+
+def user_env(source: dict) -> dict | None:
+    """A factory's module is imported from the folder the user runs the harness in (children
+    start in a private folder, without the current folder on sys.path)."""
+    if source.get("kind") != "factory":
+        return None
+    import os
+
+    from qat_harness.build.keras_loading import USER_DIR_ENV
+    return {USER_DIR_ENV: os.getcwd()}

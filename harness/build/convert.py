@@ -20,10 +20,13 @@ class ConversionError(Exception):
     """The converter refused or failed on a model; the message is its first meaningful line."""
 
 
-def representative(x: np.ndarray, n: int = 100) -> Iterable[list[np.ndarray]]:
+def representative(x, n: int = 100) -> Iterable[list[np.ndarray]]:
+    """Calibration examples one at a time; ``x`` is one array or one per model input."""
+    inputs = x if isinstance(x, list) else [x]
+
     def gen():
-        for i in range(min(n, len(x))):
-            yield [x[i:i + 1].astype(np.float32)]
+        for i in range(min(n, len(inputs[0]))):
+            yield [np.asarray(a[i:i + 1]).astype(np.float32) for a in inputs]
     return gen
 
 

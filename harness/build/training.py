@@ -32,12 +32,23 @@ def check_supported_model(model) -> None:
                          "Sequential and Functional models only (claim M1-api)")
 
 
-def _compile(model, lr: float) -> None:
+def _compile(model, lr: float, from_logits: bool = False) -> None:
     import tf_keras as keras
 
     model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
                   metrics=["accuracy"])
+
+
+def outputs_are_logits(model, x) -> bool:
+    """Does a classifier end in scores rather than probabilities (a softmax)? Decides the
+    fine-tuning loss of a user's model."""
+    p = np.asarray(first_output(model.predict(x, verbose=0)))
+    return not (p.min() >= 0 and p.max() <= 1 and np.allclose(p.sum(axis=-1), 1, atol=1e-3))
+
+
+def first_output(pred):
+    return pred[0] if isinstance(pred, list) else pred
 
 
 def train_float(model, x, y, epochs: int, batch_size: int, lr: float, seed: int) -> float:
@@ -57,11 +68,12 @@ def quantize(model):
     return tfmot.quantization.keras.quantize_model(model)
 
 
-def fine_tune_qat(qat_model, x, y, epochs: int, batch_size: int, lr: float, seed: int) -> float:
+def fine_tune_qat(qat_model, x, y, epochs: int, batch_size: int, lr: float, seed: int,
+                  from_logits: bool = False) -> float:
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
-    _compile(qat_model, lr)
+    _compile(qat_model, lr, from_logits)
     hist = qat_model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     return float(hist.history["accuracy"][-1])
 
@@ -80,5 +92,5 @@ def calibrate_qat_ranges(qat_model, x, batch_size: int = 8) -> None:
 
 
 def accuracy(model, x, y, batch_size: int = 64) -> float:
-    pred = np.argmax(model.predict(x, verbose=0, batch_size=batch_size), axis=-1)
+    pred = np.argmax(first_output(model.predict(x, verbose=0, batch_size=batch_size)), axis=-1)
     return float(np.mean(pred == y))

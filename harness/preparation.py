@@ -1,0 +1,249 @@
+"""From a ``--models`` entry (``sources.ModelSource``) to what the run measures: the
+evaluation data, the .tflite variants (built and cached, or the user's own files), and what
+the numbers can mean (``PreparedModel``)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+
+from qat_harness.build.artifacts import build_artifacts, describe_model, get_artifacts
+from qat_harness.build.cache import ArtifactCache
+from qat_harness.core import tflite
+from qat_harness.core.errors import UsageError
+from qat_harness.models import datasets
+from qat_harness.models.datasets import Dataset
+from qat_harness.models.registry import TrainSettings
+from qat_harness.sources import ModelSource, SourceKind
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    dataset: str | None = None          # image folder or .npz
+    labels: str | None = None           # one class name per line
+    preprocess: str | None = None       # a scheme of models.datasets.PREPROCESS
+    limit_per_class: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One model input, as the data has to be made for it: per-example shape, the dtype of
+    the model's tensor and, for a quantized input, the float range it represents."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    float_range: tuple[float, float] | None = None
+
+
+@dataclasses.dataclass
+class PreparedModel:
+    label: str
+    source: ModelSource
+    description: str
+    config: dict
+    data: Dataset
+    data_note: str                      # what the data is and how it was preprocessed
+    variants: dict[str, Path]           # 'float', 'ptq_int8', 'qat_int8' or 'int8' -> .tflite
+    under_test: str                     # the int8 variant the claims judge
+    metrics: dict                       # the build's record (Keras accuracies, timings, errors)
+    folder: Path | None = None          # the artifact cache entry, when built
+    from_cache: bool | None = None
+    has_batchnorm: bool | None = None   # None: unknown (a .tflite given as it is)
+    accuracy_skip: str | None = None    # why top-1 and agreement mean nothing here, if so
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def prepare(source: ModelSource, data_opts: DataOptions, cache: ArtifactCache, workdir: Path,
+            progress, input_size: int | None = None, weights: str | None = None,
+            build_timeout_s: float = 7200.0) -> PreparedModel:
+    if source.kind is SourceKind.REGISTRY:
+        return _registry(source, data_opts, cache, progress, input_size, weights, build_timeout_s)
+    if weights:
+        raise UsageError(f"--weights applies to registry models; {source.label} carries its own")
+    if source.kind is SourceKind.TFLITE:
+        return _tflite(source, data_opts)
+    return _keras(source, data_opts, cache, workdir, progress, build_timeout_s)
+
+
+# -- the three ways in ------------------------------------------------------------------------------
+def _registry(source, data_opts, cache, progress, input_size, weights, timeout_s) -> PreparedModel:
+    from qat_harness.models import registry
+
+    spec = registry.get(source.label)
+    cfg = spec.config(input_size, weights, data_opts.dataset, data_opts.limit_per_class,
+                      data_opts.labels, data_opts.preprocess)
+    data = spec.dataset(cfg)
+    artifacts = get_artifacts(spec, cfg, data, cache, progress, timeout_s)
+    skip = None
+    if not (data.labels_meaningful and (spec.trained_here or cfg.weights)):
+        skip = ("untrained model (weights=None): int8 outputs are degenerate, agreement and "
+                "accuracy mean nothing; give --weights and --dataset for real numbers")
+    return PreparedModel(source.label, source, spec.description, dataclasses.asdict(cfg), data,
+                         data.name, dict(artifacts.files), "qat_int8", artifacts.metrics,
+                         artifacts.folder, artifacts.from_cache, spec.has_batchnorm, skip)
+
+
+def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
+    infos = {"int8": _read(source.path)}
+    variants = {"int8": source.path}
+    if source.float_path:
+        infos["float"] = _read(source.float_path)
+        variants["float"] = source.float_path
+        _check_same_signature(infos["int8"], infos["float"], source)
+    specs = [_spec_from_tensor(infos["int8"].tensor(i)) for i in infos["int8"].inputs]
+    data, note = user_data(specs, data_opts)
+    skip = _accuracy_skip(data, has_float=source.float_path is not None)
+    description = (f"user .tflite {source.path.name}"
+                   + (f" with float reference {source.float_path.name}" if source.float_path else ""))
+    config = {"source": source.kind.value, "path": str(source.path),
+              "float_path": str(source.float_path) if source.float_path else None}
+    return PreparedModel(source.label, source, description, config, data, note, variants, "int8",
+                         {}, accuracy_skip=skip)
+
+
+def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedModel:
+    progress(f"{source.label}: loading the model")
+    signature, factory_data = describe_model(source.request(), workdir / "describe", timeout_s)
+    specs = [InputSpec(f"input_{i}", tuple(int(d) for d in s["shape"][1:]), "float32")
+             for i, s in enumerate(signature["inputs"])]
+    if any(d <= 0 for s in specs for d in s.shape):
+        raise UsageError(f"{source.label}: the model's input shape {signature['inputs'][0]['shape']} "
+                         "is not fixed; give a model with a fixed input size")
+    if data_opts.dataset is None and factory_data is not None:
+        data_opts = dataclasses.replace(data_opts, dataset=str(factory_data))
+    data, note = user_data(specs, data_opts)
+    single_output = len(signature["outputs"]) == 1
+    settings = TrainSettings()
+    labelled_train = data.x_train is not None and data.y_train is not None
+    plan = {"float_epochs": 0, "qat_epochs": 1 if labelled_train and single_output else 0,
+            "batch_size": settings.batch_size, "lr": settings.learning_rate,
+            "qat_lr": settings.qat_learning_rate, "seed": settings.seed}
+    identity = {"digest": _source_digest(source, signature)}
+    artifacts = build_artifacts(source.label, source.request(), identity, plan, data, True, cache,
+                                progress, timeout_s)
+    kinds = {SourceKind.KERAS_FILE: "tf_keras model", SourceKind.KERAS3_FILE: "Keras 3 model (translated)",
+             SourceKind.FACTORY: "tf_keras model from a factory"}
+    return PreparedModel(source.label, source, f"user {kinds[source.kind]} {source.label}",
+                         {"source": source.kind.value, "path": str(source.path) if source.path else None,
+                          "ref": source.ref, "plan": plan}, data, note, dict(artifacts.files),
+                         "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
+                         "BatchNormalization" in signature.get("layer_classes", []),
+                         _accuracy_skip(data, has_float=True), list(signature.get("notes", [])))
+
+
+# -- data -----------------------------------------------------------------------------------------
+def user_data(specs: list[InputSpec], opts: DataOptions) -> tuple[Dataset, str]:
+    """Evaluation data for a user's model: an image folder, an .npz, or seeded synthetic
+    inputs (size and latency only). Returns the data and a line saying what it is."""
+    if opts.dataset is None:
+        if opts.labels:
+            raise UsageError("--labels goes with --dataset (an image folder)")
+        ranges = [s.float_range or ((0.0, 0.0) if s.dtype.startswith(("int", "uint")) else (0.0, 1.0))
+                  for s in specs]
+        data = datasets.synthetic_for([s.shape for s in specs], [s.dtype for s in specs], ranges)
+        return data, "synthetic inputs (no --dataset): size, latency and kernel agreement only"
+    path = Path(opts.dataset)
+    if path.suffix.lower() == ".npz":
+        if opts.labels or opts.preprocess:
+            raise UsageError("--labels and --preprocess go with an image folder; an .npz holds the "
+                             "model's inputs as they are")
+        data = datasets.npz(path, n_inputs=len(specs))
+        _check_shapes(data, specs, path)
+        return data, f"{data.name}: arrays as given"
+    if not path.is_dir():
+        raise UsageError(f"dataset not found: {path} (an image folder or an .npz)")
+    if len(specs) != 1 or len(specs[0].shape) != 3 or specs[0].shape[-1] not in (1, 3):
+        raise UsageError(f"an image folder fits a model with one image input (HxWx1 or HxWx3); "
+                         f"this model takes {[list(s.shape) for s in specs]}: give an .npz")
+    height, width, channels = specs[0].shape
+    scheme, why = _scheme(specs[0], opts.preprocess)
+    labels = datasets.read_labels(Path(opts.labels)) if opts.labels else None
+    data = datasets.image_folder(path, (height, width), datasets.preprocess(scheme),
+                                 opts.limit_per_class, labels=labels, channels=channels)
+    return data, (f"{data.name}: images resized to {height}x{width}, preprocessing "
+                  f"{datasets.PREPROCESS[scheme][1]} ({why})"
+                  + (f", classes by {Path(opts.labels).name}" if labels else ", classes by sorted folder name"))
+
+
+def _scheme(spec: InputSpec, given: str | None) -> tuple[str, str]:
+    if given:
+        datasets.preprocess(given)  # an unknown name is a UsageError
+        return given, "--preprocess"
+    if spec.float_range is not None:
+        low, high = spec.float_range
+        return (datasets.scheme_for_range(low, high),
+                f"default: the model's quantized input represents {low:.3g}..{high:.3g}")
+    return "unit", "default for a float input; set --preprocess if the model expects another range"
+
+
+def _check_shapes(data: Dataset, specs: list[InputSpec], path: Path) -> None:
+    arrays = data.x_eval if isinstance(data.x_eval, list) else [data.x_eval]
+    for array, spec in zip(arrays, specs):
+        if tuple(array.shape[1:]) != spec.shape:
+            raise UsageError(f"{path.name}: examples of shape {list(array.shape[1:])} do not fit the "
+                             f"model input {spec.name} of shape {list(spec.shape)}")
+
+
+def _accuracy_skip(data: Dataset, has_float: bool) -> str | None:
+    if not has_float:
+        return ("no float reference: give the float model as --float-model FLOAT.tflite or "
+                "--models int8.tflite=float.tflite")
+    if data.name == "synthetic":
+        return "no evaluation data: give --dataset (an image folder or an .npz with x and y)"
+    return None
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _read(path: Path) -> tflite.ModelInfo:
+    try:
+        info = tflite.inspect_model(path)
+    except tflite.InvalidModel as exc:
+        raise UsageError(f"{path.name}: {exc}") from None
+    if not info.inputs or not info.outputs:
+        raise UsageError(f"{path.name}: the model has no {'inputs' if not info.inputs else 'outputs'}")
+    return info
+
+
+def _spec_from_tensor(t: tflite.TensorInfo) -> InputSpec:
+    shape = tuple(int(d) for d in t.shape[1:]) if t.shape else ()
+    return InputSpec(t.name, shape, t.dtype, tflite.float_range(t))
+
+
+def _check_same_signature(int8: tflite.ModelInfo, flt: tflite.ModelInfo, source: ModelSource) -> None:
+    shapes = lambda info, idx: [info.tensor(i).shape for i in idx]  # noqa: E731
+    if shapes(int8, int8.inputs) != shapes(flt, flt.inputs) or len(int8.outputs) != len(flt.outputs):
+        raise UsageError(f"{source.path.name} and {source.float_path.name} are not the same model: inputs "
+                         f"{shapes(int8, int8.inputs)} vs {shapes(flt, flt.inputs)}, "
+                         f"{len(int8.outputs)} vs {len(flt.outputs)} output(s)")
+
+
+def _source_digest(source: ModelSource, signature: dict) -> str:
+    """What determines a user's model: the file's (or folder's) bytes, or a factory's module."""
+    h = hashlib.sha256()
+    paths: list[Path] = []
+    if source.path and source.path.is_dir():
+        paths = sorted(p for p in source.path.rglob("*") if p.is_file())
+    elif source.path:
+        paths = [source.path]
+    else:
+        origin = signature.get("module_file")
+        paths = [Path(origin)] if origin and Path(origin).is_file() else []
+        h.update(str(signature.get("notes")).encode())
+    for p in paths:
+        h.update(str(p.relative_to(source.path) if source.path and source.path.is_dir() else p.name).encode())
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def n_examples(x) -> int:
+    return len(x[0]) if isinstance(x, list) else len(x)
+
+
+def take(x, n: int | None):
+    if n is None:
+        return x
+    return [a[:n] for a in x] if isinstance(x, list) else x[:n]
+
