@@ -382,14 +382,31 @@ def tensor_input(t: TensorInfo, x):
     raise InputMismatch(f"input '{t.name}' takes {t.dtype}, which the harness cannot feed")
 
 
-def model_inputs(info: ModelInfo, x):
-    """Examples for every input of the model: ``x`` is one array (a single-input model) or
-    one per input, in the model's input order; returns the same shape of value."""
+def model_inputs(info: ModelInfo, x, names: list[str] | None = None):
+    """Examples for every input of the model: ``x`` is one array (a single-input model) or one
+    per input; returns the same shape of value, in the .tflite's input order. ``names`` gives
+    the inputs' names in the order of ``x`` (a Keras model's declared order): the converter
+    orders a .tflite's inputs by name, so they are matched by name, not position."""
     arrays = x if isinstance(x, list) else [x]
     if len(arrays) != len(info.inputs):
         raise InputMismatch(f"the model takes {len(info.inputs)} input(s), the data has {len(arrays)}")
+    if names and len(arrays) > 1:
+        arrays = [arrays[j] for j in input_order(info, names)]
     converted = [tensor_input(info.tensor(i), a) for i, a in zip(info.inputs, arrays)]
     return converted if isinstance(x, list) else converted[0]
+
+
+def input_order(info: ModelInfo, names: list[str]) -> list[int]:
+    """For each input tensor of the .tflite, the index in ``names`` of the input it is: by its
+    serving-signature tensor name (``serving_default_<name>:0``), else by position."""
+    order = []
+    for i in info.inputs:
+        tensor = info.tensor(i).name
+        hits = [j for j, n in enumerate(names) if tensor in (f"serving_default_{n}:0", n)]
+        if len(hits) != 1:
+            return list(range(len(names)))
+        order.append(hits[0])
+    return order if sorted(order) == list(range(len(names))) else list(range(len(names)))
 
 
 def float_range(t: TensorInfo) -> tuple[float, float] | None:

@@ -227,7 +227,7 @@ class ModelRun:
 
     def _inputs(self, variant: str, x):
         try:
-            return model_inputs(self.infos[variant], x)
+            return model_inputs(self.infos[variant], x, self.model.input_names)
         except InputMismatch as exc:
             raise UsageError(f"{self.name} ({variant}): {exc}") from None
 

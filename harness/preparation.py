@@ -52,6 +52,7 @@ class PreparedModel:
     has_batchnorm: bool | None = None   # None: unknown (a .tflite given as it is)
     accuracy_skip: str | None = None    # why top-1 and agreement mean nothing here, if so
     notes: list[str] = dataclasses.field(default_factory=list)
+    input_names: list[str] | None = None  # a Keras model's inputs in the data's order
 
 
 def prepare(source: ModelSource, data_opts: DataOptions, cache: ArtifactCache, workdir: Path,
@@ -129,7 +130,8 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                           "ref": source.ref, "plan": plan}, data, note, dict(artifacts.files),
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
-                         _accuracy_skip(data, has_float=True), list(signature.get("notes", [])))
+                         _accuracy_skip(data, has_float=True), list(signature.get("notes", [])),
+                         signature.get("input_names") or None)
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -28,7 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="NAME=VALUE",
                     help="an option of the chosen devices, e.g. serial=R58M123 (repeatable)")
     group.addoption("--conformance-models", dest="qat_models", default="digits_cnn",
-                    help="comma-separated registry models for the conformance tests (default: digits_cnn)")
+                    help="comma-separated models for the conformance tests: registry names, "
+                         "int8.tflite[=float.tflite], Keras files, module:function (default: digits_cnn)")
+    group.addoption("--conformance-dataset", dest="qat_dataset", default=None,
+                    help="evaluation data for the conformance models: an image folder or an .npz")
+    group.addoption("--conformance-labels", dest="qat_labels", default=None,
+                    help="class names, one per line, for an image-folder dataset")
     group.addoption("--strict-perf", action="store_true", dest="qat_strict_perf",
                     help="a FAIL of a latency claim (C2/C3) fails the test instead of xfail")
 
@@ -131,9 +136,20 @@ def device_role(device_name: str):
     return registry.device_class(device_name).role
 
 
+def _model_entries(config: pytest.Config) -> list[str]:
+    return [m.strip() for m in config.getoption("qat_models").split(",") if m.strip()]
+
+
 @pytest.fixture(scope="session")
 def conformance_models(pytestconfig: pytest.Config) -> list[str]:
-    return [m.strip() for m in pytestconfig.getoption("qat_models").split(",") if m.strip()]
+    """The models' names as the report gives them (a file's name for a file)."""
+    from qat_harness.core.errors import UsageError
+    from qat_harness.sources import parse_models
+
+    try:
+        return [s.label for s in parse_models(_model_entries(pytestconfig))]
+    except UsageError as exc:
+        raise pytest.UsageError(f"--conformance-models: {exc}") from None
 
 
 @pytest.fixture(scope="session")
@@ -143,9 +159,15 @@ def conformance_report(tmp_path_factory, conformance_models, pytestconfig, devic
     from qat_harness import pipeline
 
     out = tmp_path_factory.mktemp("conformance")
-    opts = pipeline.RunOptions(models=conformance_models, devices=requested_devices(pytestconfig),
-                               out=out, eval_limit=None, device_options=device_options)
+    opts = pipeline.RunOptions(models=_model_entries(pytestconfig),
+                               devices=requested_devices(pytestconfig), out=out, eval_limit=None,
+                               device_options=device_options,
+                               dataset=pytestconfig.getoption("qat_dataset"),
+                               labels=pytestconfig.getoption("qat_labels"))
     report = pipeline.run(opts)
+    errors = report.data.get("errors", [])
+    if errors:
+        pytest.fail("; ".join(f"{e['model']}: {e['error']}" for e in errors), pytrace=False)
     return report.data
 
 

@@ -89,7 +89,7 @@ def _save_inputs(path: Path, inputs: ModelInputs) -> None:
 
 def _explain_custom_ops(exc: DeviceError) -> DeviceError:
     """LiteRT's 'unresolved custom op' said as what to do about it."""
-    match = re.search(r"unresolved custom op: ([\w.-]+)", exc.reason)
+    match = re.search(r"unresolved custom op: ([\w-]+(?:\.[\w-]+)*)", exc.reason)
     if not match:
         return exc
     op = match.group(1)

@@ -20,13 +20,17 @@ class ConversionError(Exception):
     """The converter refused or failed on a model; the message is its first meaningful line."""
 
 
-def representative(x, n: int = 100) -> Iterable[list[np.ndarray]]:
-    """Calibration examples one at a time; ``x`` is one array or one per model input."""
+def representative(x, n: int = 100, names: list[str] | None = None) -> Iterable:
+    """Calibration examples one at a time; ``x`` is one array or one per model input (in the
+    model's declared order). With several inputs each example is a dict keyed by input name:
+    the converter feeds the serving signature, whose inputs are sorted by name, so a list in
+    declared order would feed one input's data to another."""
     inputs = x if isinstance(x, list) else [x]
 
     def gen():
         for i in range(min(n, len(inputs[0]))):
-            yield [np.asarray(a[i:i + 1]).astype(np.float32) for a in inputs]
+            example = [np.asarray(a[i:i + 1]).astype(np.float32) for a in inputs]
+            yield dict(zip(names, example)) if names and len(example) > 1 else example
     return gen
 
 
@@ -38,7 +42,8 @@ def to_tflite(model, full_int8: bool, calibration: np.ndarray | None = None) -> 
         if calibration is None:
             raise ValueError("full-int8 conversion needs calibration data")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative(calibration)
+        names = list(getattr(model, "input_names", None) or [])
+        converter.representative_dataset = representative(calibration, names=names)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8

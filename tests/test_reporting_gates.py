@@ -1,0 +1,105 @@
+"""The noise-aware latency gate and what `compare` says about it, and the reports compare
+refuses (another schema_version, malformed claims) with one line naming the file."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from qat_harness import compare
+from qat_harness.core.errors import UsageError
+from qat_harness.reporting import synthetic
+from qat_harness.reporting.gates import LatencyGate, LatencyRule, Outcome, judge_verdicts
+
+
+def _night(median_ms: float, noise: float, seed: int, n: int = 300) -> list[float]:
+    return synthetic.samples(median_ms, n=n, noise=noise, seed=seed)
+
+
+def test_identical_nights_are_no_regression():
+    night = _night(1.0, 0.05, 1)
+    finding = LatencyGate().judge_samples(night, list(night))
+    assert finding.outcome is Outcome.UNCHANGED and finding.ratio == pytest.approx(1.0)
+
+
+def test_a_20_percent_slowdown_with_low_noise_is_a_regression_and_says_why():
+    finding = LatencyGate(tolerance=0.10).judge_samples(_night(1.0, 0.03, 1), _night(1.2, 0.03, 2))
+    assert finding.outcome is Outcome.REGRESSION and finding.rule is LatencyRule.INTERVAL
+    assert finding.ci_low > 1.10
+    text = finding.explain()
+    assert text.startswith("median +2") and "95% CI [+" in text and "above the 10% tolerance" in text
+
+
+def test_a_point_change_past_the_tolerance_inside_the_noise_is_not_a_regression():
+    base, cur = _night(1.0, 0.6, 1, n=40), _night(1.0, 0.6, 2, n=40)
+    cur = [t * 1.12 / (np.median(cur) / np.median(base)) for t in cur]   # point estimate exactly +12%
+    finding = LatencyGate(tolerance=0.10).judge_samples(base, cur)
+    assert finding.ratio == pytest.approx(1.12)
+    assert finding.outcome is Outcome.WITHIN_NOISE
+    assert "not significant" in finding.explain()
+
+
+def test_without_raw_samples_the_point_estimate_decides_and_says_so():
+    finding = LatencyGate().judge_medians(1.0, 1.5)
+    assert finding.outcome is Outcome.REGRESSION and finding.rule is LatencyRule.POINT
+    assert "+50%" in finding.explain() and "point estimate" in finding.explain()
+
+
+def test_verdict_rule_as_before():
+    assert judge_verdicts("PASS", "FAIL").outcome is Outcome.REGRESSION
+    assert judge_verdicts("FAIL", "PASS").outcome is Outcome.IMPROVEMENT
+    assert judge_verdicts("PASS", "SKIP").outcome is Outcome.UNCHANGED
+    assert judge_verdicts("PASS", "absent").explain() == "claim no longer reported"
+
+
+def test_compare_names_the_rule_of_each_regression():
+    base = synthetic.report(seed=1, noise=0.03)
+    cur = synthetic.report(seed=2, noise=0.03, int8_ms=0.6, verdicts={"C2-cpu-latency": "FAIL"})
+    result = compare.compare(base, cur)
+    rules = {r["rule"] for r in result["regressions"]}
+    assert rules == {"verdict", "latency bootstrap interval"}
+    text = compare.render_text(result)
+    assert "REGRESSION digits_cnn cpu latency [latency bootstrap interval]: qat_int8: median +20%" in text
+    assert "above the 10% tolerance" in text
+    assert not compare.compare(base, copy.deepcopy(base))["regressions"]
+
+
+def test_compare_says_what_changed_on_the_machine():
+    base = synthetic.report(seed=1, tensorflow="2.20.0")
+    cur = synthetic.report(seed=2, tensorflow="2.21.0", cpu="Other CPU")
+    result = compare.compare(base, cur)
+    assert "tensorflow 2.20.0 -> 2.21.0" in result["environment_changes"]
+    assert "different CPUs" in compare.render_text(result)
+
+
+def _write(tmp_path, data, name="report.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_another_schema_version_is_refused_in_one_line(tmp_path):
+    data = synthetic.report()
+    data["schema_version"] = 99
+    with pytest.raises(UsageError) as exc:
+        compare.load(_write(tmp_path, data))
+    message = str(exc.value)
+    assert "\n" not in message and "report.json" in message and "schema_version 99" in message
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda d: d["claims"].append("not a claim"),
+    lambda d: d["claims"][0].pop("verdict"),
+    lambda d: d["claims"][0].update(model=None),
+    lambda d: d.update(claims={"C1": "PASS"}),
+    lambda d: d["models"]["digits_cnn"]["devices"]["cpu"].update(latency_raw_ms={"float": "fast"}),
+    lambda d: d["models"]["digits_cnn"].update(devices=["cpu"]),
+])
+def test_malformed_reports_are_one_line_errors_naming_the_file(tmp_path, break_it):
+    good = _write(tmp_path, synthetic.report(), "good.json")
+    data = synthetic.report()
+    break_it(data)
+    bad = _write(tmp_path, data, "bad.json")
+    with pytest.raises(UsageError) as exc:
+        compare.compare_files(good, bad)
+    assert "bad.json" in str(exc.value) and "\n" not in str(exc.value)
