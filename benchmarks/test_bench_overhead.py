@@ -15,7 +15,6 @@ from qat_harness.devices.litert.cpu import CpuDevice, NullDevice
 
 @pytest.fixture(scope="module")
 def tiny_int8(tmp_path_factory):
-    import qat_harness  # noqa: F401
     import tf_keras as keras
 
     from qat_harness.build.convert import to_tflite

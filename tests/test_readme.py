@@ -19,3 +19,17 @@ def test_readme_has_exactly_two_set_up_and_go_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1].strip() == _readme_commands()[1].strip()
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_readme_own_model_test_file_runs_on_two_devices(pytester, tiny_models):
+    """The worked example of a user's own test file, as printed in the README."""
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(# test_my_model.py.*?)```", text, re.S).group(1)
+    (pytester.path / "models").mkdir()
+    (pytester.path / "models" / "my_int8.tflite").write_bytes(tiny_models["int8"].read_bytes())
+    pytester.makepyfile(test_my_model=code)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--device=cpu", "--device=cpu-ref")
+    result.assert_outcomes(passed=2)
