@@ -21,6 +21,7 @@ environment of ``core.keras2``. No shell is involved anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -39,6 +40,30 @@ from qat_harness.core.errors import DeviceError
 
 PROGRESS_PREFIX = "@qat-progress "
 _STDERR_NOISE = ("WARNING: All log", "I0000", "W0000", "E0000", "WARNING:tensorflow", "warnings.warn")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI systems and ``timeout`` send), raised in the main thread so that it
+    takes the same way out as Ctrl-C: children killed, the report finished as interrupted.
+    A subclass of KeyboardInterrupt so that every ``except KeyboardInterrupt`` covers it."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises ``Terminated`` in the main thread (outside the main
+    thread, or on a platform without SIGTERM, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def child_command(module: str) -> list[str]:
@@ -231,7 +256,11 @@ class ServingChild:
         self.starts += 1
         self.events = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.events), daemon=True).start()
-        msg = self._next(time.monotonic() + self.startup_timeout_s, "start")
+        try:
+            msg = self._next(time.monotonic() + self.startup_timeout_s, "start")
+        except (KeyboardInterrupt, SystemExit):
+            self._kill()  # interrupted while the child starts: it must not outlive us
+            raise
         if msg.get("event") != "ready":
             raise ChildFailure("start", f"child {self.module} did not start: {msg}")
 
@@ -277,11 +306,11 @@ class ServingChild:
         except OSError:
             self._log_offset = 0
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise ChildFailure(stage, self._death(stage)) from None
-        try:
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                raise ChildFailure(stage, self._death(stage)) from None
             while True:
                 try:
                     msg = self._next(deadline, stage)
@@ -293,7 +322,7 @@ class ServingChild:
                     stage = msg["stage"]
                 elif msg.get("event") == "result":
                     return msg
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             self._kill()
             raise
 

@@ -57,8 +57,111 @@ def _schema():
             spec = importlib.util.spec_from_file_location("qat_harness._tflite_schema", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
+            module.flatbuffers = _checked_flatbuffers()  # this private copy reads through checks
             return module
     raise RuntimeError("ai-edge-litert has no schema_py_generated.py: unsupported version")
+
+
+# -- verification -----------------------------------------------------------------------------
+# The python flatbuffers reader has no verifier, and LiteRT refuses a file its C++ verifier
+# rejects ("not a valid Flatbuffer buffer"). The private schema copy above reads through
+# ``_CheckedTable``, which checks what that verifier checks on every access: tables and their
+# vtables inside the file, offsets and vector/string extents in range, scalars aligned,
+# strings terminated. ``_verify_everything`` then reads the whole model once (the object API
+# unpacks every field), so no corner of the file goes unchecked.
+def _checked_flatbuffers():
+    import types
+
+    import flatbuffers
+    from flatbuffers import encode
+    from flatbuffers import number_types as N
+    from flatbuffers import table
+
+    u32, s32, u16 = N.UOffsetTFlags.packer_type, N.SOffsetTFlags.packer_type, N.VOffsetTFlags.packer_type
+
+    def bad(what: str, at: int):
+        raise InvalidModel(f"corrupt flatbuffer: {what} at byte {at}")
+
+    class _CheckedTable(table.Table):
+        __slots__ = ()
+
+        def __init__(self, buf, pos):
+            super().__init__(buf, pos)
+            if len(buf):  # the generated code makes empty placeholder tables for unions
+                self._verify()
+
+        def _verify(self):
+            n, pos = len(self.Bytes), self.Pos
+            if pos < 0 or pos % 4 or pos + 4 > n:
+                bad("table out of range or misaligned", pos)
+            vtable = pos - encode.Get(s32, self.Bytes, pos)
+            if vtable < 0 or vtable % 2 or vtable + 4 > n:
+                bad("vtable out of range", pos)
+            vt_size, tbl_size = encode.Get(u16, self.Bytes, vtable), encode.Get(u16, self.Bytes, vtable + 2)
+            if vt_size < 4 or vt_size % 2 or vtable + vt_size > n or tbl_size < 4 or pos + tbl_size > n:
+                bad("vtable or table size out of range", vtable)
+            for slot in range(vtable + 4, vtable + vt_size, 2):
+                if encode.Get(u16, self.Bytes, slot) >= tbl_size:
+                    bad("field outside its table", slot)
+
+        def _uoffset(self, at: int) -> int:
+            if at < 0 or at % 4 or at + 4 > len(self.Bytes):
+                bad("offset out of range or misaligned", at)
+            target = at + encode.Get(u32, self.Bytes, at)
+            if target + 4 > len(self.Bytes):
+                bad("offset points past the end", at)
+            return target
+
+        def Get(self, flags, off):
+            width = flags.bytewidth
+            if off < 0 or off + width > len(self.Bytes) or off % width:
+                bad("scalar out of range or misaligned", off)
+            return super().Get(flags, off)
+
+        def Indirect(self, off):
+            return self._uoffset(off)
+
+        def String(self, off):
+            start = self._uoffset(off)
+            length = encode.Get(u32, self.Bytes, start)
+            end = start + 4 + length
+            if start % 4 or end >= len(self.Bytes) or self.Bytes[end] != 0:
+                bad("string out of range or unterminated", start)
+            return bytes(self.Bytes[start + 4:end])
+
+        def _vector(self, off, width: int = 1) -> tuple[int, int]:
+            start = self._uoffset(off + self.Pos)
+            length = encode.Get(u32, self.Bytes, start)
+            if start % 4 or start + 4 + length * width > len(self.Bytes) or (width and (start + 4) % width):
+                bad("vector out of range or misaligned", start)
+            return start + 4, length
+
+        # Vector/VectorLen check the length field only: each element is checked when it is
+        # read (tables and strings through Indirect/String, numbers through GetVectorAsNumpy)
+        def Vector(self, off):
+            return self._vector(off, 0)[0]
+
+        def VectorLen(self, off):
+            return self._vector(off, 0)[1]
+
+        def GetVectorAsNumpy(self, flags, off):
+            start, length = self._vector(off, flags.bytewidth)
+            return encode.GetVectorAsNumpy(N.to_numpy_type(flags), self.Bytes, length, start)
+
+        def Union(self, t2, off):
+            t2.Bytes = self.Bytes
+            t2.Pos = self._uoffset(off + self.Pos)
+            _CheckedTable._verify(t2)
+
+    shim = types.SimpleNamespace(**{k: getattr(flatbuffers, k) for k in dir(flatbuffers)
+                                    if not k.startswith("__")})
+    shim.table = types.SimpleNamespace(Table=_CheckedTable)
+    return shim
+
+
+def _verify_everything(model) -> None:
+    """Read every field of the model (through the checked reader), as LiteRT's verifier does."""
+    _schema().ModelT.InitFromObj(model)
 
 
 def _enum_names(enum_cls) -> dict[int, str]:
@@ -232,6 +335,7 @@ def _parse(buf: bytes) -> ModelInfo:
             raise InvalidModel(f"corrupt flatbuffer: operator {i} uses opcode {code} of {len(opcodes)}")
         ops.append(OpInfo(i, opcodes[code], indices(_ints(op.InputsAsNumpy()), f"operator {i} inputs"),
                           indices(_ints(op.OutputsAsNumpy()), f"operator {i} outputs")))
+    _verify_everything(model)  # after the reads above, which name what they find wrong
     return ModelInfo(size_bytes=len(buf), ops=ops, tensors=tensors,
                      inputs=indices(_ints(sg.InputsAsNumpy()), "subgraph inputs"),
                      outputs=indices(_ints(sg.OutputsAsNumpy()), "subgraph outputs"),
@@ -248,14 +352,19 @@ def _floats(arr) -> list:
 
 
 def _text(raw) -> str:
-    return raw.decode("utf-8", errors="replace") if raw else ""
+    try:
+        return raw.decode("utf-8") if raw else ""
+    except UnicodeDecodeError:  # LiteRT's Python API cannot name such a tensor either
+        raise InvalidModel(f"corrupt flatbuffer: a name is not UTF-8 text ({raw[:24]!r})") from None
 
 
 def _opcode_name(oc) -> str:
     # builtin codes >= 127 live only in `builtin_code`; older files only fill the int8
     # `deprecated_builtin_code`, so the real code is the larger of the two
     code = max(int(oc.DeprecatedBuiltinCode()), int(oc.BuiltinCode()))
-    name = _builtin_names().get(code, f"BUILTIN_{code}")
+    name = _builtin_names().get(code)
+    if name is None:  # LiteRT refuses it too ("builtin_code out of range")
+        raise InvalidModel(f"operator code {code} is not a TFLite builtin operator")
     if name == "CUSTOM":
         return f"CUSTOM:{_text(oc.CustomCode())}"
     return name
@@ -276,9 +385,9 @@ def _buffer_sizes(model, buf: bytes, limit: int) -> list:
             continue
         n = int(b.DataLength())
         if n:
-            try:  # a zero-copy view; numpy refuses one that would run past the end
+            try:  # a zero-copy view; refused if it would run past the end
                 b.DataAsNumpy()
-            except ValueError:
+            except (ValueError, InvalidModel):
                 raise InvalidModel(f"buffer {i} claims {n} bytes and runs past the end of the "
                                    "file: truncated or corrupt model") from None
         sizes.append(n)
@@ -300,7 +409,9 @@ def _external_sizes(model, limit: int) -> dict:
 
 def _tensor(t, index: int, buffer_bytes: list, external: dict, limit: int) -> TensorInfo:
     type_code = int(t.Type())
-    dtype = _tensor_type_names().get(type_code, f"type{type_code}")
+    dtype = _tensor_type_names().get(type_code)
+    if dtype is None:  # LiteRT refuses it too ("Unsupported data type")
+        raise InvalidModel(f"tensor {index} has the unknown data type {type_code}")
     shape = _ints(t.ShapeAsNumpy())
     buffer_index = int(t.Buffer())
     if buffer_index >= len(buffer_bytes) and buffer_index != 0:

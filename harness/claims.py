@@ -3,12 +3,13 @@ turn measurements into verdicts. Each evaluator is pure: measurements in, ClaimR
 so every PASS / WARN / FAIL path is testable without a model."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from qat_harness.devices.base import Delegation
 from qat_harness.inspection import BnFoldCheck, FullIntegerCheck, PerAxisCheck
 from qat_harness.results import ClaimResult, Verdict
-from qat_harness.stats import LatencySummary, Proportion, RatioCI
+from qat_harness.stats import LatencySummary, PairedDifference, Proportion, RatioCI
 
 CLAIMS: dict[str, str] = {
     "C1-size": "With the API defaults, model size shrinks by 4x (8-bit instead of 32-bit float).",
@@ -35,6 +36,15 @@ ACCURACY_DROP_PASS = 1.0   # points; the worst documented drop is 1.0
 ACCURACY_DROP_WARN = 2.0
 AGREEMENT_PASS = 0.95
 AGREEMENT_WARN = 0.90
+#: Fewer examples than this cannot bound a drop under 1 point even when the two models agree
+#: on every one: by the rule of three, 0 disagreements in n leave up to 3/n of them possible.
+ACCURACY_MIN_EXAMPLES = 300
+#: int8 dot-product instructions (cpuinfo flag -> name), which make int8 kernels beat float.
+INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8",
+                          "asimddp": "SDOT", "i8mm": "I8MM"}
+#: Widest SIMD first (cpuinfo flag -> name).
+SIMD_FLAGS = (("avx512f", "AVX-512 (512-bit)"), ("avx2", "AVX2 (256-bit)"), ("sve", "SVE"),
+              ("asimd", "NEON (128-bit)"), ("avx", "AVX (256-bit, float only)"))
 
 
 def error(claim_id: str, model: str, device: str, reason: str, **details) -> ClaimResult:
@@ -97,7 +107,7 @@ def cpu_latency_claim(model: str, device: str, ratio_ci: RatioCI, float_stats: L
     reason = (f"float median {float_stats.median_ms:.3f} ms / int8 median "
               f"{int8_stats.median_ms:.3f} ms = {interval}: {why}")
     if verdict is Verdict.FAIL and cpu_features is not None:
-        has_dot = [f for f in cpu_features if f in ("avx512_vnni", "avx_vnni", "asimddp", "i8mm")]
+        has_dot = [f for f in cpu_features if f in INT8_DOT_PRODUCT_FLAGS]
         reason += ("; the CPU has int8 dot-product instructions (" + ", ".join(has_dot) + ")"
                    if has_dot else "; the CPU lacks int8 dot-product instructions (VNNI / SDOT),"
                    " so XNNPACK's int8 kernels have little edge over its float ones")
@@ -195,3 +205,95 @@ def agreement_claim(model: str, device: str, wilson: Proportion, simulated: bool
     return ClaimResult("A2-agreement", model, device, verdict, round(rate, 4),
                        _expected("A2-agreement"), reason, simulated=simulated,
                        details={"wilson": wilson, **(extra or {})})
+
+
+# -- A1 with a control arm and paired intervals ------------------------------------------------
+ARM_NAMES = {"float": "float", "float_ft": "float + same fine-tune", "qat_int8": "QAT int8",
+             "int8": "int8", "ptq_int8": "PTQ int8"}
+
+
+def paired_accuracy_claim(model: str, device: str, top1: dict[str, float], baseline: str,
+                          candidate: str, paired: PairedDifference, extra: dict | None = None,
+                          simulated: bool = False) -> ClaimResult:
+    """A1 judged on the paired difference ``baseline`` - ``candidate`` on the same examples
+    (``top1``: every arm's top-1, by variant; ``baseline`` is ``float_ft``, the float model
+    fine-tuned like QAT, when it exists, so that extra training is not counted as a gain of
+    quantization). PASS when the interval's upper end is within 1 point; FAIL when its lower
+    end is above 1 point; WARN when the set is too small to tell 1 point apart or the
+    interval straddles 1 point."""
+    verdict, why = _paired_verdict(paired)
+    name = ARM_NAMES.get
+    interval = (f"{'drop' if paired.drop_points >= 0 else 'gain'} of {abs(paired.drop_points):.2f} points "
+                f"[95% CI {paired.ci_low:+.2f} to {paired.ci_high:+.2f}], McNemar exact p={paired.mcnemar_p:.2g} "
+                f"({paired.baseline_only} examples only {name(baseline, baseline)} got right, "
+                f"{paired.candidate_only} only {name(candidate, candidate)})")
+    arms = ", ".join(f"{name(v, v)} {a:.2%}" for v, a in top1.items())
+    control = ("" if baseline == "float_ft" else
+               "; no control arm (a float model fine-tuned like QAT): the difference includes "
+               "any extra training the int8 model had")
+    reason = (f"{name(baseline, baseline)} {top1[baseline]:.2%} -> {name(candidate, candidate)} "
+              f"{top1[candidate]:.2%} on {paired.n} examples: {interval}: {why}{control}. Arms: {arms}")
+    details = {"float_top1": top1.get("float"), "int8_top1": top1[candidate], "n": paired.n,
+               "baseline": baseline, "arms": dict(top1), "paired": paired, **(extra or {})}
+    return ClaimResult("A1-accuracy", model, device, verdict, round(paired.drop_points, 3),
+                       _expected("A1-accuracy"), reason, simulated=simulated, details=details)
+
+
+def _paired_verdict(paired: PairedDifference) -> tuple[Verdict, str]:
+    if paired.ci_low > ACCURACY_DROP_PASS:
+        return Verdict.FAIL, f"int8 loses significantly more than {ACCURACY_DROP_PASS:g} point"
+    if paired.n < ACCURACY_MIN_EXAMPLES:
+        return Verdict.WARN, (f"too small to tell {ACCURACY_DROP_PASS:g} point apart: with {paired.n} "
+                              f"examples even full agreement leaves up to {300 / paired.n:.2f} points "
+                              f"possible (rule of three); give at least {ACCURACY_MIN_EXAMPLES}")
+    if paired.half_width > ACCURACY_DROP_PASS:
+        return Verdict.WARN, (f"too small to tell {ACCURACY_DROP_PASS:g} point apart: the interval is "
+                              f"+/-{paired.half_width:.2f} points wide on {paired.n} examples")
+    if paired.ci_high <= ACCURACY_DROP_PASS:
+        return Verdict.PASS, f"within {ACCURACY_DROP_PASS:g} point"
+    return Verdict.WARN, f"the interval straddles {ACCURACY_DROP_PASS:g} point"
+
+
+# -- the ceiling: what the hardware allows, beside each latency ratio ----------------------------
+@dataclasses.dataclass(frozen=True)
+class Ceiling:
+    """What bounds a speed-up on this device: the CPU's int8 dot-product instructions and SIMD
+    width (None when they are not visible from the host), and where each variant's ops ran
+    (``kernels``: variant -> {'delegated': {op: count}, 'builtin': [op, ...], 'backend': ...})."""
+    int8_dot_product: list[str] | None
+    simd: str | None
+    kernels: dict[str, dict]
+    text: str
+
+
+def ceiling(cpu_flags: list[str] | None, delegation: dict[str, Delegation],
+            accelerator: bool = False) -> Ceiling:
+    kernels = {v: _kernels(d) for v, d in delegation.items() if d is not None}
+    if cpu_flags is None:
+        dots, simd, isa = None, None, "the device's instruction set is not visible from the host"
+    else:
+        dots = [name for flag, name in INT8_DOT_PRODUCT_FLAGS.items() if flag in cpu_flags]
+        simd = next((name for flag, name in SIMD_FLAGS if flag in cpu_flags), "no SIMD flag known")
+        isa = (f"{simd}; int8 dot product: {', '.join(dots)}" if dots else
+               f"{simd}; no int8 dot-product instructions (VNNI / SDOT / I8MM): int8 kernels "
+               "widen to 16 bits and have little edge over float FMA, about 1x is this CPU's ceiling")
+    parts = [isa] if not accelerator or cpu_flags is not None else []
+    parts += [_kernel_text(v, k, accelerator) for v, k in kernels.items()]
+    return Ceiling(dots, simd, kernels, "; ".join(parts))
+
+
+def _kernels(d: Delegation) -> dict:
+    return {"backend": d.backend, "delegated": d.details.get("delegated_ops"),
+            "ops_delegated": d.ops_delegated, "ops_total": d.ops_total,
+            "builtin": [name for name, _ in d.fallback]}
+
+
+def _kernel_text(variant: str, k: dict, accelerator: bool) -> str:
+    if k["ops_total"] is None:
+        return f"{variant}: {k['backend']} (op mapping unknown)"
+    where = (f"{k['ops_delegated']}/{k['ops_total']} ops ({k['ops_delegated'] / k['ops_total']:.0%}) "
+             f"on {k['backend']}" if k["ops_total"] else f"no ops on {k['backend']}")
+    if k["delegated"] and not accelerator:
+        where += " (" + ", ".join(f"{op} x{n}" for op, n in k["delegated"].items()) + ")"
+    rest = f", builtin CPU kernels: {', '.join(k['builtin'])}" if k["builtin"] else ""
+    return f"{variant}: {where}{rest}"

@@ -12,29 +12,74 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
+import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
+from qat_harness.core.child import Terminated, sigterm_as_interrupt
 from qat_harness.core.errors import UsageError
 
 DEFAULT_MODELS = ["digits_cnn", "mobilenet_v2"]
 DEFAULT_INPUT_SIZES = {"mobilenet_v2": 160}  # the default run must fit in a few minutes on 2 cores
-EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL, EXIT_DISK_FULL = 0, 1, 2, 3, 4
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as a shell reports them
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _at_least(minimum, kind=int):
+    """An argparse type: a number of ``kind`` no smaller than ``minimum`` (0 is never taken
+    to mean 'unset')."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value != value or value < minimum:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    parse.__name__ = f"{kind.__name__} >= {minimum}"
+    return parse
+
+
+def _models_list(value: str) -> list[str]:
+    models = _csv(value)
+    if not models:
+        raise argparse.ArgumentTypeError("is empty; give at least one model (e.g. digits_cnn)")
+    return models
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def new_run_folder(parent: Path, name: str) -> Path:
+    """Create ``parent/name`` exclusively, or ``name-2``, ``name-3``, ... when another run
+    (started in the same second) already has it: two runs never share a folder."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise UsageError(f"cannot create a new run folder in {parent}: {name}-1..999 all exist")
+
+
 def _default_out(kind: str) -> Path:
-    return Path("reports") / f"{kind}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return new_run_folder(Path("reports"), f"{kind}-{_stamp()}")
 
 
 def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
-    r.add_argument("--models", type=_csv, default=None,
+    r.add_argument("--models", type=_models_list, default=None,
                    help="comma-separated models: registry names, .tflite files (int8.tflite or "
                         "int8.tflite=float.tflite), Keras .h5 / .keras / SavedModel folders, or "
                         f"module:function factories (default: {','.join(DEFAULT_MODELS)})")
@@ -42,8 +87,9 @@ def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
                    help="the float .tflite reference of a single .tflite --models entry")
     r.add_argument("--devices", type=_csv, default=["cpu"], help="comma-separated devices (default: cpu)")
     r.add_argument("--out", type=Path, default=None, help=out_help)
-    r.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
-    r.add_argument("--input-size", type=int, default=None, help="input size for the application models")
+    r.add_argument("--threads", type=_at_least(1), default=2, help="interpreter threads (default: 2)")
+    r.add_argument("--input-size", type=_at_least(1), default=None,
+                   help="input size for the application models")
     r.add_argument("--weights", default=None, help="weights file (.h5) for an application model")
     r.add_argument("--dataset", default=None,
                    help="evaluation data: an image folder (class/xxx.jpg) or an .npz with x (and y)")
@@ -52,11 +98,14 @@ def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
     r.add_argument("--preprocess", default=None,
                    help="how images become model input: mobilenet [-1,1], unit [0,1], raw 0..255, "
                         "caffe, torch (default: the model's own, or read from its input quantization)")
-    r.add_argument("--limit-per-class", type=int, default=None, help="images read per class of --dataset")
-    r.add_argument("--eval-limit", type=int, default=None, help="cap on evaluation examples")
-    r.add_argument("--warmup", type=int, default=5, help="warm-up runs per model before timing")
-    r.add_argument("--min-runs", type=int, default=30, help="at least this many timed runs per model")
-    r.add_argument("--min-seconds", type=float, default=1.0, help="and at least this long timing")
+    r.add_argument("--limit-per-class", type=_at_least(1), default=None,
+                   help="images read per class of --dataset")
+    r.add_argument("--eval-limit", type=_at_least(1), default=None, help="cap on evaluation examples")
+    r.add_argument("--warmup", type=_at_least(0), default=5, help="warm-up runs per model before timing")
+    r.add_argument("--min-runs", type=_at_least(1), default=30,
+                   help="at least this many timed runs per model")
+    r.add_argument("--min-seconds", type=_at_least(0.0, float), default=1.0,
+                   help="and at least this long timing")
     r.add_argument("--cache-dir", type=Path, default=None,
                    help="artifact cache (default: $QAT_HARNESS_CACHE or ~/.cache/qat-harness)")
     r.add_argument("--no-cache", action="store_true", help="rebuild artifacts even if cached")
@@ -91,12 +140,22 @@ def device_option_values(args) -> dict:
     return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are a UsageError (one line, exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog.removeprefix('qat-harness').strip() or 'arguments'}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qat-harness", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="qat-harness", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="conformance run: models x devices -> report.json / report.md")
     _add_run_arguments(r, "output folder (default: reports/run-<time>)")
+    r.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="finish an interrupted run: keep what DIR/report.json recorded and redo "
+                        "only what is missing (same options as that run)")
 
     sub.add_parser("devices", help="list devices found and, for the missing ones, why")
     sub.add_parser("claims", help="list the claim ids")
@@ -108,40 +167,69 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a probe of your own: a function returning a tf_keras model")
     lay.add_argument("--out", type=Path, default=None)
     lay.add_argument("--list", action="store_true", help="list the built-in probes and exit")
+    lay.add_argument("--probe-timeout", type=_at_least(1.0, float), default=None, metavar="SECONDS",
+                     help="limit on one probe's QAT and conversion stages (default: 300)")
     _add_device_options(lay)
 
     nightly = sub.add_parser("nightly", help="a run recorded in history and compared with the last one")
     _add_run_arguments(nightly, "nightly folder: one sub-folder per run, plus history.sqlite "
                                 "(default: reports/nightly)")
-    nightly.add_argument("--latency-tolerance", type=float, default=0.10)
+    nightly.add_argument("--latency-tolerance", type=_at_least(0.0, float), default=0.10,
+                         help="relative latency change that counts as a regression (default 0.10)")
 
     cmp_ = sub.add_parser("compare", help="compare two reports (regressions between nights)")
     cmp_.add_argument("baseline", type=Path)
     cmp_.add_argument("current", type=Path)
-    cmp_.add_argument("--latency-tolerance", type=float, default=0.10,
+    cmp_.add_argument("--latency-tolerance", type=_at_least(0.0, float), default=0.10,
                       help="relative latency change that counts as a regression (default 0.10)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command is None:
-        args = build_parser().parse_args(["run", *(argv or [])])
     try:
-        return {"run": cmd_run, "devices": cmd_devices, "claims": cmd_claims,
-                "layers": cmd_layers, "compare": cmd_compare, "nightly": cmd_nightly}[args.command](args)
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            args = build_parser().parse_args(["run", *(argv or [])])
+        command = {"run": cmd_run, "devices": cmd_devices, "claims": cmd_claims,
+                   "layers": cmd_layers, "compare": cmd_compare, "nightly": cmd_nightly}[args.command]
+        with sigterm_as_interrupt():
+            return command(args)
     except UsageError as exc:
         print(f"qat-harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("qat-harness: interrupted; the report keeps what was measured", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"qat-harness: {what}; the report keeps what was measured", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            return _internal_error(exc)
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"qat-harness: error: disk full{where} ({exc.strerror or exc}); the last saved "
+              "report is kept, free some space and run again (or --resume the run)", file=sys.stderr)
+        return EXIT_DISK_FULL
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the console
-        log = Path(tempfile.gettempdir()) / f"qat-harness-crash-{int(time.time())}.log"
-        log.write_text(traceback.format_exc())
-        print(f"qat-harness: internal error: {type(exc).__name__}: {exc} (traceback in {log})",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> int:
+    text = traceback.format_exc()
+    try:
+        where = f"traceback in {write_crash_log(text)}"
+    except OSError as log_exc:
+        where = f"the traceback could not be saved: {log_exc.strerror or log_exc}"
+    print(f"qat-harness: internal error: {type(exc).__name__}: {exc} ({where})", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def write_crash_log(text: str) -> Path:
+    """Save a traceback under a name nobody can predict or pre-create: mkstemp opens with
+    O_CREAT|O_EXCL (never follows a planted symlink, never reuses a file) and mode 0600; two
+    crashes in the same second get two files."""
+    fd, path = tempfile.mkstemp(prefix=f"qat-harness-crash-{_stamp()}-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
 
 
 def _console():
@@ -181,7 +269,8 @@ def run_options(args, out: Path):
     from qat_harness.sources import parse_models
 
     models = DEFAULT_MODELS if args.models is None else args.models
-    parse_models(models, args.float_model)  # a wrong entry fails before anything runs
+    sources = parse_models(models, args.float_model)  # a wrong entry fails before anything runs
+    _check_weights(sources, args.weights)
     if args.dataset and not Path(args.dataset).exists():
         raise UsageError(f"dataset folder not found: {args.dataset}")
     if args.labels and not Path(args.labels).is_file():
@@ -206,13 +295,27 @@ def run_options(args, out: Path):
         check_bit_widths=not args.skip_bitwidth)
 
 
+def _check_weights(sources, weights: str | None) -> None:
+    from qat_harness.models import registry
+    from qat_harness.preparation import check_weights_apply
+    from qat_harness.sources import SourceKind
+
+    for source in sources:
+        if source.kind is SourceKind.REGISTRY:
+            check_weights_apply(registry.get(source.label), weights)
+
+
 def cmd_run(args, out: Path | None = None) -> int:
     from qat_harness import pipeline
 
-    devices, opts = run_options(args, out or args.out or _default_out("run"))
+    resume = None
+    if getattr(args, "resume", None) is not None:
+        devices, opts, resume = resume_options(args)
+    else:
+        devices, opts = run_options(args, out or args.out or _default_out("run"))
     console = _console()
     started = time.perf_counter()
-    report = pipeline.run(opts, progress=console.log, devices=devices)
+    report = pipeline.run(opts, progress=console.log, devices=devices, resume=resume)
     elapsed = time.perf_counter() - started
     print_summary(report)
     console.print(f"report: {report.json_path} and {report.md_path} ({elapsed:.1f} s)")
@@ -221,6 +324,58 @@ def cmd_run(args, out: Path | None = None) -> int:
     if report.usage_errors:
         return EXIT_USAGE
     return _gate(report, args.fail_on)
+
+
+#: flags that mean something with --resume (the rest are the resumed run's own)
+_RESUME_FLAGS = ("command", "resume", "fail_on")
+
+
+def resume_options(args):
+    """The devices, options and recorded report of the run in ``args.resume``. Options are
+    the recorded run's: giving others with --resume is an error, not silently ignored."""
+    from qat_harness import pipeline
+    from qat_harness.sources import parse_models
+
+    folder = args.resume
+    given = [k for k, v in vars(args).items()
+             if k not in _RESUME_FLAGS and v != build_parser().parse_args(["run"]).__dict__.get(k)]
+    if given:
+        flags = ", ".join("--" + k.removeprefix("device_option.").replace("_", "-") for k in given)
+        raise UsageError(f"--resume reuses the options of the run in {folder}; drop {flags}")
+    data = _read_report(folder / "report.json")
+    if data.get("status") == "complete":
+        raise UsageError(f"the run in {folder} is complete: nothing to resume")
+    opts = pipeline.RunOptions.from_json({**data["options"], "out": str(folder)})
+    _check_weights(parse_models(opts.models, opts.float_model), opts.weights)
+    _per_device, opened = check_devices(opts.devices, _flat_options(opts.device_options),
+                                        opts.num_threads)
+    return opened, opts, data
+
+
+def _flat_options(per_device: dict) -> dict:
+    flat = {}
+    for options in per_device.values():
+        flat.update(options)
+    return flat
+
+
+def _read_report(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no report to resume: {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot resume from {path}: not a readable report ({exc})") from None
+    if not isinstance(data, dict) or data.get("tool") != "qat-harness" or "options" not in data:
+        raise UsageError(f"cannot resume from {path}: not a qat-harness run report")
+    from qat_harness.report import SCHEMA_VERSION
+
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(f"cannot resume from {path}: written with report schema "
+                         f"{data.get('schema_version')}, this harness writes {SCHEMA_VERSION}")
+    return data
 
 
 def _gate(report, fail_on: str) -> int:
@@ -288,10 +443,19 @@ def cmd_layers(args) -> int:
         dev.close()
     out = args.out or _default_out("layers")
     console = _console()
+    if args.probe:
+        console.print(f"warning: --probe imports and runs your code ({', '.join(args.probe)}) "
+                      f"from {Path.cwd()}, in a child process with your permissions")
+    timeout = {"timeout_s": args.probe_timeout} if args.probe_timeout else {}
     result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
-                               progress=console.log, device_options=per_device)
+                               progress=console.log, device_options=per_device, **timeout)
     console.print(f"matrix: {out / 'layers.json'} and {out / 'layers.md'}")
-    return EXIT_OK if result is not None else EXIT_INTERNAL
+    errors = layers.error_cells(result)
+    if errors:
+        print(f"qat-harness: {len(errors)} cell(s) are ERROR (crash, timeout or broken probe), "
+              f"e.g. {errors[0]}; see {out / 'layers.md'}", file=sys.stderr)
+        return EXIT_GATE
+    return EXIT_OK
 
 
 def cmd_nightly(args) -> int:
@@ -300,7 +464,7 @@ def cmd_nightly(args) -> int:
     from qat_harness import compare, history
 
     folder = args.out or Path("reports/nightly")
-    run_dir = folder / dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    run_dir = new_run_folder(folder, dt.datetime.now().strftime("%Y-%m-%d-%H%M%S"))
     args.fail_on = "never"
     code = cmd_run(args, out=run_dir)
     if code == EXIT_USAGE:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from qat_harness.core.errors import UsageError
-from qat_harness.reporting.gates import DEFAULT_TOLERANCE, LatencyGate, Outcome, judge_verdicts
+from qat_harness.reporting.gates import DEFAULT_TOLERANCE, LatencyGate, NightNoise, Outcome, judge_verdicts
 from qat_harness.reporting.machine import NightEnvironment, environment_changes
 from qat_harness.report import SCHEMA_VERSION
 
@@ -83,9 +83,12 @@ def _device_block(data: dict, model: str, device: str) -> dict:
 
 
 def compare(baseline: dict, current: dict, latency_tolerance: float = DEFAULT_TOLERANCE,
-            confidence: float = 0.95) -> dict:
+            confidence: float = 0.95,
+            earlier_medians: dict[tuple[str, str, str], list[float]] | None = None) -> dict:
     """The comparison as plain data (``render_text`` prints it). ``regressions`` and
-    ``improvements`` rows carry ``what`` (the finding) and ``rule`` (which rule fired)."""
+    ``improvements`` rows carry ``what`` (the finding) and ``rule`` (which rule fired).
+    ``earlier_medians`` ((model, device, variant) -> medians of the nights before, oldest
+    first; ``history.earlier_medians``) lets the latency gate allow for night-to-night noise."""
     old, new = _claims_by_key(baseline), _claims_by_key(current)
     verdicts, regressions, improvements = [], [], []
     for key in sorted(set(old) | set(new)):
@@ -107,7 +110,8 @@ def compare(baseline: dict, current: dict, latency_tolerance: float = DEFAULT_TO
         for dev, d in ((m or {}).get("devices") or {}).items():
             base_dev = _device_block(baseline, model, dev)
             for variant, summary in (d.get("latency") or {}).items():
-                row = _latency_row(gate, model, dev, variant, base_dev, d)
+                noise = NightNoise.from_medians((earlier_medians or {}).get((model, dev, variant), []))
+                row = _latency_row(gate, model, dev, variant, base_dev, d, noise)
                 if row is None:
                     continue
                 latency.append(row)
@@ -127,13 +131,13 @@ def compare(baseline: dict, current: dict, latency_tolerance: float = DEFAULT_TO
 
 
 def _latency_row(gate: LatencyGate, model: str, device: str, variant: str, base_dev: dict,
-                 cur_dev: dict) -> dict | None:
+                 cur_dev: dict, noise: NightNoise | None) -> dict | None:
     b = (base_dev.get("latency") or {}).get(variant) or {}
     s = (cur_dev.get("latency") or {}).get(variant) or {}
     b_raw = (base_dev.get("latency_raw_ms") or {}).get(variant)
     s_raw = (cur_dev.get("latency_raw_ms") or {}).get(variant)
     if b_raw and s_raw and min(b_raw) > 0 and min(s_raw) > 0:
-        finding = gate.judge_samples(b_raw, s_raw)
+        finding = gate.judge_samples(b_raw, s_raw, noise)
     elif _positive(b.get("median_ms")) and _positive(s.get("median_ms")):
         finding = gate.judge_medians(b["median_ms"], s["median_ms"])
     else:
@@ -150,8 +154,14 @@ def _positive(value) -> bool:
 
 
 def compare_files(baseline: Path, current: Path, latency_tolerance: float = DEFAULT_TOLERANCE,
-                  confidence: float = 0.95) -> dict:
-    return compare(load(baseline), load(current), latency_tolerance, confidence)
+                  confidence: float = 0.95, history_db: Path | None = None,
+                  before_run_id: int | None = None) -> dict:
+    """``history_db``: the nightly history whose nights before ``before_run_id`` (the current
+    run's id; all nights when None) give the night-to-night noise."""
+    from qat_harness import history
+
+    earlier = history.earlier_medians(history_db, before_run_id) if history_db else None
+    return compare(load(baseline), load(current), latency_tolerance, confidence, earlier)
 
 
 def render_text(result: dict) -> str:
@@ -172,8 +182,8 @@ def render_text(result: dict) -> str:
                                               "current ms", "change", "95% CI", "gate"]))
     tolerance = result.get("latency_tolerance", DEFAULT_TOLERANCE)
     lines.append(f"{len(result['regressions'])} regression(s), {len(result['improvements'])} "
-                 f"improvement(s); latency gate: slower only when the whole interval of the ratio "
-                 f"of medians lies above +{tolerance:.0%}")
+                 f"improvement(s); latency gate: slower only when the whole {result.get('confidence', 0.95):.0%} "
+                 f"interval of the ratio of medians lies above +{tolerance:.0%}")
     lines += [f"  REGRESSION {r['model']} {r['device']} {r['claim']} [{r['rule']}]: {r['what']}"
               for r in result["regressions"]]
     lines += [f"  within noise (not a regression) {r['model']} {r['device']}: {r['what']}"

@@ -256,3 +256,24 @@ def raw_samples(db_path: Path, run_id: int, model: str, device: str, variant: st
     finally:
         conn.close()
     return json.loads(row[0]) if row and row[0] else None
+
+
+def earlier_medians(db_path: Path, before_run_id: int | None = None) -> dict[tuple[str, str, str], list[float]]:
+    """(model, device, variant) -> the median latency of each recorded night before
+    ``before_run_id`` (all nights when None), oldest first: what the latency gate learns the
+    night-to-night noise from."""
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        return {}
+    conn = connect(db_path)
+    try:
+        with _readable(db_path):
+            rows = conn.execute("SELECT model, device, variant, median_ms FROM latency WHERE run_id < ?"
+                                " AND median_ms > 0 ORDER BY run_id",
+                                (before_run_id if before_run_id is not None else 2**62,)).fetchall()
+    finally:
+        conn.close()
+    medians: dict[tuple[str, str, str], list[float]] = {}
+    for model, device, variant, median in rows:
+        medians.setdefault((model, device, variant), []).append(median)
+    return medians

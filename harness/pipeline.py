@@ -53,49 +53,123 @@ class RunOptions:
     build_timeout_s: float = 7200.0
     check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
 
+    def __post_init__(self):
+        # 0 is a value, never 'unset': refuse it rather than silently use the default
+        for name in ("input_size", "eval_limit", "limit_per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.num_threads < 1 or self.oracle_limit < 1:
+            raise UsageError("the thread count and oracle limit must be at least 1")
+        if not self.models:
+            raise UsageError("no models given")
 
-def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] | None = None) -> Report:
+    @classmethod
+    def from_json(cls, options: dict) -> "RunOptions":
+        """The options of a run, as its report.json recorded them."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in options.items() if k in fields}
+        values["out"] = Path(values["out"])
+        values["cache_dir"] = Path(values["cache_dir"]) if values.get("cache_dir") else None
+        values["bench"] = BenchSettings(**values.get("bench", {}))
+        return cls(**values)
+
+
+BIT_WIDTH_CLAIM = "C6-8bit-only"
+
+
+def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] | None = None,
+        resume: dict | None = None) -> Report:
     """Run every model on every device. ``devices``: already opened (and probed) devices, by
-    name; opened here from ``opts`` when not given. The run closes them."""
+    name; opened here from ``opts`` when not given. The run closes them. ``resume``: the
+    report.json content of an interrupted run of these options in ``opts.out``: what it
+    recorded is kept and only what is missing is done.
+
+    Whatever stops the run (an internal error, Ctrl-C, SIGTERM, a full disk) finishes the
+    report as ``interrupted``, with the reason, before it goes on up."""
     opts = dataclasses.replace(opts, out=Path(opts.out).resolve())
     try:
-        report = Report(opts.out, environment(opts.num_threads), _options_summary(opts))
+        report = _open_report(opts, resume)
     except BaseException:
         for dev in (devices or {}).values():
             dev.close()
         raise
-    if devices is None:
-        devices = open_devices(opts.devices, opts.num_threads, opts.device_options)
-    for name, dev in devices.items():
-        report.device(name, dev.describe())
-    cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
     try:
-        if opts.check_bit_widths:
+        if devices is None:
+            devices = open_devices(opts.devices, opts.num_threads, opts.device_options)
+        for name, dev in devices.items():
+            report.device(name, dev.describe())
+        cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
+        if opts.check_bit_widths and not report.has_claim(BIT_WIDTH_CLAIM):
             progress("C6: probing other bit widths (4-bit QAT)")
             report.add_claim(_bit_width_claim(cache))
             report.save()
         for source in parse_models(opts.models, opts.float_model):
-            name = source.label
-            try:
-                ModelRun(source, opts, devices, cache, report, progress).execute()
-            except UsageError as exc:
-                report.model_error(name, str(exc), usage=True)
-                progress(f"{name}: {exc}")
-            except BuildFailed as exc:
-                report.model_error(name, str(exc))
-                report.add_claim(claims.error("C1-size", name, "any", str(exc)))
-                progress(f"{name}: {exc}")
+            _run_model(source, opts, devices, cache, report, progress)
             report.save()
-    except BaseException:
-        # an internal error or Ctrl-C: keep everything measured, and say the run stopped early
-        report.finish(status="interrupted")
+    except BaseException as exc:
+        _finish_stopped(report, exc)
         raise
     else:
         report.finish()
     finally:
-        for dev in devices.values():
+        for dev in (devices or {}).values():
             dev.close()
     return report
+
+
+def _open_report(opts: RunOptions, resume: dict | None) -> Report:
+    if resume is None:
+        return Report(opts.out, environment(opts.num_threads), _options_summary(opts))
+    labels = [s.label for s in parse_models(opts.models, opts.float_model)]
+    done = resume.get("done", {})
+    pending = {m: [d for d in opts.devices if d not in done.get(m, [])] for m in labels}
+    return Report.resume(opts.out, resume, {m: d for m, d in pending.items() if d})
+
+
+def _run_model(source: ModelSource, opts: RunOptions, devices: dict[str, Device],
+               cache: ArtifactCache, report: Report, progress) -> None:
+    name = source.label
+    if all(report.is_done(name, d) for d in devices):
+        progress(f"{name}: already recorded (resumed run), kept as it is")
+        return
+    try:
+        ModelRun(source, opts, devices, cache, report, progress).execute()
+    except UsageError as exc:
+        report.model_error(name, str(exc), usage=True)
+        for dev_name in devices:  # the same input would fail the same way: nothing to redo
+            report.mark_done(name, dev_name)
+        progress(f"{name}: {exc}")
+    except BuildFailed as exc:
+        report.model_error(name, str(exc))
+        report.add_claim(claims.error("C1-size", name, "any", str(exc)))
+        progress(f"{name}: {exc}")
+    finally:
+        for problem in cache.take_problems():
+            report.note(name, problem)
+
+
+def _finish_stopped(report: Report, exc: BaseException) -> None:
+    """Finish the report of a run that stops on ``exc``. If even that cannot be written (the
+    disk is full), report.json stays the last report that could be saved."""
+    try:
+        report.finish(status="interrupted", stop_reason=_stop_reason(exc))
+    except OSError:
+        pass  # ``exc`` is what the user is told about; a second error would hide it
+
+
+def _stop_reason(exc: BaseException) -> str:
+    import errno
+
+    from qat_harness.core.child import Terminated
+
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGINT)"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def open_devices(names: list[str], num_threads: int,
@@ -171,7 +245,10 @@ class ModelRun:
         self.inspect()
         self.report.save()
         for dev_name, dev in self.devices.items():
+            if self.report.is_done(self.name, dev_name):
+                continue  # recorded by the run this one resumes
             self.on_device(dev_name, dev)
+            self.report.mark_done(self.name, dev_name)
             self.report.save()
 
     def inspect(self) -> None:
@@ -330,13 +407,31 @@ class ModelRun:
         if y is None:
             self.add(claims.skip("A1-accuracy", self.name, dev_name, "the dataset has no labels"))
             return
-        acc = {v: float(np.mean(t == y)) for v, t in top1.items()}
-        section.top1 = acc
         metrics = self.model.metrics
         extra = {"float_keras_top1": metrics.get("float_keras_accuracy"),
                  "qat_keras_top1": metrics.get("qat_keras_accuracy"),
-                 "ptq_int8_top1": acc.get("ptq_int8")}
-        self.add(claims.accuracy_claim(self.name, dev_name, acc["float"], acc[ut], len(y), extra, sim))
+                 "float_ft_keras_top1": metrics.get("float_ft_keras_accuracy")}
+        # A1's control arm: the float model fine-tuned like QAT, built with the artifacts. It
+        # runs here, on this device, on the same examples as every other arm.
+        control = metrics.get("control_arm")
+        if control and self.model.folder is not None:
+            extra["control_arm"] = control["what"]
+            try:
+                ft_path, _ = dev.prepare(self.model.folder / control["file"],
+                                         self.opts.out / "work" / _safe(self.name) / dev_name)
+                ft = dev.run(ft_path, self._inputs("float", self._eval_x()), self.opts.run_timeout_s).outputs
+                top1[control["variant"]] = np.argmax(ft.reshape(len(ft), -1), axis=-1)
+            except DeviceError as exc:
+                extra["control_arm_error"] = f"{exc.kind}: {exc.reason}"
+        arms = [v for v in ("float", "float_ft", ut, "ptq_int8") if v in top1]
+        correct = {v: top1[v] == y for v in arms}
+        section.top1 = acc = {v: float(np.mean(correct[v])) for v in arms}
+        baseline = "float_ft" if "float_ft" in correct else "float"
+        extra["ptq_int8_top1"] = acc.get("ptq_int8")
+        extra["paired_vs_baseline"] = {v: stats.paired_accuracy_difference(correct[baseline], correct[v])
+                                       for v in arms if v != baseline}
+        self.add(claims.paired_accuracy_claim(self.name, dev_name, acc, baseline, ut,
+                                              extra["paired_vs_baseline"][ut], extra, sim))
 
     def _latency_claims(self, dev_name: str, dev: Device, paths: dict[str, Path],
                         section: DeviceSection) -> None:
@@ -365,21 +460,52 @@ class ModelRun:
         for v, deleg in bench.delegation.items():
             if deleg is not None:
                 section.delegation.setdefault(v, deleg)
-        if "float" not in bench.times_ms:
+        blocks = bench.details.get("blocks")
+
+        def ratio_ci(numerator: str, denominator: str) -> stats.RatioCI:
+            if blocks:  # timed in ABBA blocks: the interval resamples whole rounds
+                per_block = blocks["block_runs"] - 1
+                return stats.block_ratio_ci(stats.split_blocks(bench.times_ms[numerator], per_block),
+                                            stats.split_blocks(bench.times_ms[denominator], per_block))
+            return stats.ratio_of_medians_ci(bench.times_ms[numerator], bench.times_ms[denominator])
+
+        ratio = ratio_ci("float", ut) if "float" in bench.times_ms else None
+        if getattr(self.opts, "cross_check", False):
+            from qat_harness import crosscheck
+
+            if dev.role is Role.HOST_CPU and getattr(dev, "backend", None) == "xnnpack" and not dev.simulated:
+                self.progress(f"{self.name}: cross-checking with {crosscheck.TOOL_NAME} on {dev_name}")
+                check = crosscheck.run_cross_check({v: paths[v] for v in labels},
+                                                   {v: summary.median_ms for v, summary in section.latency.items()},
+                                                   self.opts.num_threads, ratio, ("float", ut))
+            else:
+                check = crosscheck.skipped(f"{crosscheck.TOOL_NAME} times LiteRT + XNNPACK on the host "
+                                           f"CPU; {dev_name} is another backend")
+            section.bench_details["cross_check"] = check
+            if check.status is not Verdict.PASS:
+                self.report.note(self.name, f"cross-check on {dev_name}: {check.status.value}: {check.reason}")
+        if ratio is None:
             self.add(claims.skip(claim_id, self.name, dev_name, f"{_NO_FLOAT} (int8 latency measured: "
                                  f"median {section.latency[ut].median_ms:.3f} ms)"))
             return
-        ratio = stats.ratio_of_medians_ci(bench.times_ms["float"], bench.times_ms[ut])
         section.speedup_qat_vs_float = ratio
         if "ptq_int8" in bench.times_ms:
-            section.speedup_ptq_vs_float = stats.ratio_of_medians_ci(bench.times_ms["float"],
-                                                                     bench.times_ms["ptq_int8"])
+            section.speedup_ptq_vs_float = ratio_ci("float", "ptq_int8")
+        from qat_harness.devices.litert.cpu import LiteRTDevice
+
+        on_host = dev.role is Role.HOST_CPU and (isinstance(dev, LiteRTDevice) or dev.name == "openvino")
+        ceiling = claims.ceiling(self.report.run.environment.cpu.flags if on_host else None,
+                                 {v: section.delegation.get(v) for v in ("float", ut)},
+                                 accelerator=dev.role is Role.ACCELERATOR)
+        section.bench_details["ceiling"] = ceiling
         if dev.role is Role.ACCELERATOR:
-            self.add(claims.accelerator_claim(self.name, dev_name, ratio, section.delegation.get(ut),
-                                              dev.simulated or bench.simulated))
+            result = claims.accelerator_claim(self.name, dev_name, ratio, section.delegation.get(ut),
+                                              dev.simulated or bench.simulated)
         else:
-            self.add(claims.cpu_latency_claim(self.name, dev_name, ratio, section.latency["float"],
-                                              section.latency[ut], self.report.run.environment.cpu.flags))
+            result = claims.cpu_latency_claim(self.name, dev_name, ratio, section.latency["float"],
+                                              section.latency[ut], self.report.run.environment.cpu.flags)
+        result.details["ceiling"] = ceiling
+        self.add(result)
 
 
 _NO_FLOAT = ("no float reference to compare with: give it as --float-model FLOAT.tflite or "

@@ -72,6 +72,7 @@ def _registry(source, data_opts, cache, progress, input_size, weights, timeout_s
     from qat_harness.models import registry
 
     spec = registry.get(source.label)
+    check_weights_apply(spec, weights)
     cfg = spec.config(input_size, weights, data_opts.dataset, data_opts.limit_per_class,
                       data_opts.labels, data_opts.preprocess)
     data = spec.dataset(cfg)
@@ -83,6 +84,17 @@ def _registry(source, data_opts, cache, progress, input_size, weights, timeout_s
     return PreparedModel(source.label, source, spec.description, dataclasses.asdict(cfg), data,
                          data.name, dict(artifacts.files), "qat_int8", artifacts.metrics,
                          artifacts.folder, artifacts.from_cache, spec.has_batchnorm, skip)
+
+
+def check_weights_apply(spec, weights: str | None) -> None:
+    """``--weights`` loads into an application model's architecture; a model trained here
+    (digits_cnn) has none to take, and ignoring the file would be a silent surprise."""
+    if weights and spec.trained_here:
+        from qat_harness.models import registry
+
+        apps = ", ".join(n for n, s in registry.REGISTRY.items() if not s.trained_here)
+        raise UsageError(f"--weights applies to the application models ({apps}); {spec.name} is "
+                         "trained here on its own data: leave it out of --models or drop --weights")
 
 
 def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -105,6 +107,23 @@ class ModelSection:
 
 
 @dataclasses.dataclass
+class RecordedSection:
+    """A section read back from the report.json of a resumed run: kept as it was written
+    (its measurements are not redone, so they are not rebuilt into typed values)."""
+    data: dict
+
+    def to_json(self) -> dict:
+        return self.data
+
+
+@dataclasses.dataclass
+class Resumption:
+    at: str
+    previous_status: str
+    kept: list[str]          # 'model on device' that were already done
+
+
+@dataclasses.dataclass
 class Note:
     model: str
     text: str
@@ -129,6 +148,10 @@ class RunReport:
     claims: list[ClaimResult] = dataclasses.field(default_factory=list)
     notes: list[Note] = dataclasses.field(default_factory=list)
     errors: list[ModelError] = dataclasses.field(default_factory=list)
+    #: model -> devices whose every step is recorded (what a resumed run need not redo)
+    done: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    stop_reason: str | None = None          # why an interrupted run stopped
+    resumed: list[Resumption] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         d = {"schema_version": SCHEMA_VERSION, "tool": "qat-harness", "started": self.started,
@@ -139,13 +162,26 @@ class RunReport:
              "claims": [c.to_dict() for c in self.claims], "notes": plain(self.notes)}
         if self.errors:
             d["errors"] = plain(self.errors)
+        d["done"] = plain(self.done)
+        d.update(_present(stop_reason=self.stop_reason, resumed=self.resumed or None))
         return d
 
 
-class Report:
-    """A ``RunReport`` bound to its output folder: recording helpers and the writer."""
+class RunFolderBusy(UsageError):
+    """Another run is writing this folder."""
 
-    def __init__(self, out_dir: Path, environment, options: dict):
+
+class Report:
+    """A ``RunReport`` bound to its output folder: recording helpers and the writer.
+
+    The folder is locked (``flock`` on the folder itself, released by ``finish``) so that two
+    runs can never write one report. Saving keeps a small reserve file beside the report: when
+    the disk fills up, the reserve is given back so that the report of everything measured can
+    still be written once, and the run then stops."""
+
+    RESERVE = ".report-reserve"
+
+    def __init__(self, out_dir: Path, environment, options: dict, run: RunReport | None = None):
         self.out_dir = Path(out_dir)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +190,55 @@ class Report:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from None
-        self.run = RunReport(environment, options)
+        self._lock_fd: int | None = None
+        self._lock()
+        self.run = run or RunReport(environment, options)
+        self._kept: set[tuple[str, str, str]] = {(c.id, c.model, c.device) for c in self.run.claims}
         self.save()
+
+    @classmethod
+    def resume(cls, out_dir: Path, data: dict, pending: dict[str, list[str]]) -> "Report":
+        """A report carrying on from ``data`` (a report.json of ``out_dir``): every claim and
+        section recorded there is kept, except those of the (model, device) pairs in
+        ``pending``, which the run redoes."""
+        done = {m: list(d) for m, d in data.get("done", {}).items()}
+        restart = {m for m in pending if not done.get(m)}  # nothing of it finished: from scratch
+        run = RunReport(data["environment"], data["options"], started=data["started"],
+                        devices=dict(data.get("devices", {})),
+                        notes=[Note(**n) for n in data.get("notes", []) if n["model"] not in restart],
+                        errors=[ModelError(**e) for e in data.get("errors", []) if e["model"] not in restart],
+                        done=done, resumed=[Resumption(**r) for r in data.get("resumed", [])])
+        run.claims = [ClaimResult.from_dict(c) for c in data.get("claims", [])
+                      if c["model"] not in restart and c["device"] not in pending.get(c["model"], ())]
+        for name, section in data.get("models", {}).items():
+            if name in restart:
+                continue
+            if name not in pending:
+                run.models[name] = RecordedSection(section)
+                continue
+            devices = {d: RecordedSection(s) for d, s in section.get("devices", {}).items()
+                       if d not in pending[name]}
+            run.models[name] = ModelSection(devices=devices)
+        kept = [f"{m} on {d}" for m, devs in run.done.items() for d in devs]
+        run.resumed.append(Resumption(_now(), data.get("status", "?"), kept))
+        return cls(out_dir, None, {}, run=run)
+
+    def _lock(self) -> None:
+        fd = os.open(self.out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunFolderBusy(f"{self.out_dir} is in use by another run; give another --out") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __del__(self):
+        self._unlock()
 
     @property
     def json_path(self) -> Path:
@@ -170,17 +253,42 @@ class Report:
         self.run.devices[name] = description
 
     def model(self, name: str, section: ModelSection) -> ModelSection:
-        return self.run.models.setdefault(name, section)
+        current = self.run.models.get(name)
+        if isinstance(current, ModelSection):
+            return current
+        self.run.models[name] = section
+        return section
 
     def add_claim(self, result: ClaimResult) -> None:
+        """Record a claim; one already recorded by the run this one resumes is kept as it
+        was (a resumed run redoes inspection, but its verdicts are the recorded ones)."""
+        if (result.id, result.model, result.device) in self._kept:
+            return
         self.run.claims.append(result)
 
+    def has_claim(self, claim_id: str) -> bool:
+        return any(c.id == claim_id for c in self.run.claims)
+
     def note(self, model: str, text: str) -> None:
+        if any(n.model == model and n.text == text for n in self.run.notes):
+            return  # a resumed run says the same things again
         self.run.notes.append(Note(model, text))
 
     def model_error(self, model: str, text: str, usage: bool = False) -> None:
-        self.run.models.setdefault(model, ModelSection()).error = text
+        section = self.run.models.get(model)
+        if not isinstance(section, ModelSection):
+            section = self.run.models[model] = ModelSection()
+        section.error = text
         self.run.errors.append(ModelError(model, text, usage))
+
+    def mark_done(self, model: str, device: str) -> None:
+        """Every step of ``model`` on ``device`` is recorded: a resumed run skips it."""
+        done = self.run.done.setdefault(model, [])
+        if device not in done:
+            done.append(device)
+
+    def is_done(self, model: str, device: str) -> bool:
+        return device in self.run.done.get(model, ())
 
     @property
     def claims(self) -> list[ClaimResult]:
@@ -197,26 +305,84 @@ class Report:
 
     # -- writing ----------------------------------------------------------------------------
     def save(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=self.out_dir)
+        """Rewrite report.json atomically. On a full disk the reserve is given back and the
+        write tried once more, then the error goes on (the run stops): report.json is then
+        the last report that could be written, never a partial one, and no temporary file
+        is left behind."""
+        text = json.dumps(self.data, indent=2)
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=2)
-            os.replace(tmp, self.json_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            _write_atomically(self.json_path, text)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+                raise
+            _write_atomically(self.json_path, text)
             raise
+        self._keep_reserve(len(text))
 
-    def finish(self, status: str = "complete") -> None:
+    def _keep_reserve(self, report_bytes: int) -> None:
+        """Room for the next report (twice this one, at least 1 MiB), taken now, while there
+        is space."""
+        want = max(1 << 20, 2 * report_bytes)
+        path = self.out_dir / self.RESERVE
+        try:
+            if path.exists() and path.stat().st_size >= want:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, want)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # no room for a reserve: the report itself still fits, and that is what counts
+
+    def _release_reserve(self) -> bool:
+        try:
+            (self.out_dir / self.RESERVE).unlink()
+            return True
+        except OSError:
+            return False
+
+    def finish(self, status: str = "complete", stop_reason: str | None = None) -> None:
+        """The final report.json and report.md. Both are attempted even if the other cannot
+        be written; the first error is raised after both attempts."""
         self.run.finished = _now()
         self.run.status = status
-        self.save()
-        self.md_path.write_text(render_markdown(self.data))
+        self.run.stop_reason = stop_reason
+        errors: list[OSError] = []
+        for write in (self.save, self._write_markdown):
+            try:
+                write()
+            except OSError as exc:
+                errors.append(exc)
+        self._release_reserve()
+        self._unlock()
+        if errors:
+            raise errors[0]
+
+    def _write_markdown(self) -> None:
+        self._release_reserve()  # the run is over: its reserve is the room report.md needs
+        _write_atomically(self.md_path, render_markdown(self.data))
 
     def verdict_counts(self) -> dict[str, int]:
         counts = {v.value: 0 for v in Verdict}
         for c in self.claims:
             counts[c.verdict.value] += 1
         return counts
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file in its folder and rename it into place: the
+    file is either the old one or the new one, and the temporary never outlives a failure."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def format_measured(value) -> str:

@@ -149,3 +149,82 @@ def output_difference(a: np.ndarray, b: np.ndarray, tensor) -> OutputDifference:
         return OutputDifference(tensor.name, "float", exact, max_abs=float(d.max()) if d.size else 0.0,
                                 max_rel=float(d.max() / scale) if d.size else 0.0)
     return OutputDifference(tensor.name, "ids", exact)
+
+
+# -- block timing ---------------------------------------------------------------------------
+def split_blocks(times_ms, runs_per_block: int) -> list[list[float]]:
+    """A steady-state series back into its blocks (the worker appends each block's steady
+    runs in order, ``runs_per_block`` at a time)."""
+    t = [float(v) for v in times_ms]
+    return [t[i:i + runs_per_block] for i in range(0, len(t) - runs_per_block + 1, runs_per_block)]
+
+
+def block_ratio_ci(numerator_blocks: list[list[float]], denominator_blocks: list[list[float]],
+                   confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> RatioCI:
+    """median(numerator runs) / median(denominator runs), timed in blocks, with an interval
+    from a paired bootstrap over rounds: block i of one model and block i of the other were
+    timed next to each other (one round), so a round is resampled as a whole and a slow
+    phase of the machine stays on both sides of the ratio. Runs within a block are not
+    independent (they share the block's machine state), which is why whole blocks, never
+    single runs, are resampled. ``n_pairs`` counts rounds."""
+    rounds = min(len(numerator_blocks), len(denominator_blocks))
+    num = _equal_blocks(numerator_blocks[:rounds])
+    den = _equal_blocks(denominator_blocks[:rounds])
+    ratio = float(np.median(num) / np.median(den))
+    if rounds < 5:
+        return RatioCI(ratio, None, None, int(rounds))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, rounds, size=(resamples, rounds))
+    num_medians = np.median(num[picks].reshape(resamples, -1), axis=1)
+    den_medians = np.median(den[picks].reshape(resamples, -1), axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(num_medians / den_medians, [alpha, 1 - alpha])
+    return RatioCI(ratio, float(low), float(high), int(rounds), confidence)
+
+
+def _equal_blocks(blocks: list[list[float]]) -> np.ndarray:
+    """Blocks as a (rounds, runs) array; a short last block is cut to the common length."""
+    width = min(len(b) for b in blocks) if blocks else 0
+    return np.asarray([b[:width] for b in blocks], dtype=float)
+
+
+# -- paired accuracy --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PairedDifference(_Serialisable):
+    """Top-1 of a baseline minus top-1 of a candidate on the same examples, in points, with
+    a paired-bootstrap interval and McNemar's exact test on the examples where exactly one of
+    the two is right (``baseline_only`` / ``candidate_only``)."""
+    drop_points: float
+    ci_low: float
+    ci_high: float
+    n: int
+    baseline_only: int
+    candidate_only: int
+    mcnemar_p: float
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+def paired_accuracy_difference(baseline_correct, candidate_correct, confidence: float = 0.95,
+                               resamples: int = 4000, seed: int = 0) -> PairedDifference:
+    """``*_correct``: one bool per example, the same examples in the same order."""
+    base = np.asarray(baseline_correct, dtype=bool)
+    cand = np.asarray(candidate_correct, dtype=bool)
+    if base.shape != cand.shape or base.size == 0:
+        raise ValueError(f"paired results need the same examples: {base.shape} vs {cand.shape}")
+    per_example = base.astype(float) - cand.astype(float)   # +1: the candidate lost this one
+    drop = float(per_example.mean() * 100)
+    base_only, cand_only = int(np.sum(base & ~cand)), int(np.sum(cand & ~base))
+    if base_only + cand_only == 0:
+        low = high = 0.0
+    else:
+        rng = np.random.default_rng(seed)
+        means = per_example[rng.integers(0, base.size, size=(resamples, base.size))].mean(axis=1)
+        alpha = (1 - confidence) / 2
+        low, high = (float(v) * 100 for v in np.quantile(means, [alpha, 1 - alpha]))
+    discordant = base_only + cand_only
+    p = float(stats.binomtest(base_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return PairedDifference(drop, low, high, int(base.size), base_only, cand_only, p, confidence)

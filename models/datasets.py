@@ -131,6 +131,48 @@ def class_indices(folder_names: list[str], labels: list[str] | None, source: str
 
 
 # -- user data ----------------------------------------------------------------------------------
+#: 16-bit grayscale modes (PNG, TIFF): their full scale 0..65535 is mapped onto 0..255.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as float32 HxWxC on the 0..255 scale the preprocessing expects.
+    Refuses, in one line, what cannot be read faithfully: an image larger than Pillow's
+    decompression-bomb limit (checked from the header, before decoding), a 32-bit or float
+    image. A 16-bit image keeps its range (scaled to 0..255), it is never clipped at 255."""
+    from PIL import Image
+
+    height, width = size
+    try:
+        with Image.open(path) as im:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and im.width * im.height > limit:
+                raise UsageError(f"image {path} is {im.width}x{im.height} pixels, more than the "
+                                 f"{limit} that are decoded safely; resize it first")
+            if im.mode in SIXTEEN_BIT_MODES or (im.mode == "I" and im.format == "PNG"):
+                return _sixteen_bit(im, path, (width, height), channels)
+            if im.mode in ("I", "F"):
+                raise UsageError(f"image {path} has 32-bit {'float' if im.mode == 'F' else 'integer'} "
+                                 "pixels, whose range is unknown; save it with 8 or 16 bits per channel")
+            im = im.convert("RGB" if channels == 3 else "L").resize((width, height))
+            return np.asarray(im, dtype=np.float32).reshape(height, width, channels)
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"image {path} is too large to decode safely: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise UsageError(f"cannot read image {path}: {exc}") from None
+
+
+def _sixteen_bit(im, path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    from PIL import Image
+
+    values = np.asarray(im, dtype=np.float32)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise UsageError(f"image {path} has values outside 0..65535 in a 16-bit mode")
+    scaled = Image.fromarray(values * np.float32(255.0 / 65535.0), mode="F").resize(size)
+    gray = np.asarray(scaled, dtype=np.float32)[..., None]
+    return np.repeat(gray, channels, axis=-1) if channels == 3 else gray
+
+
 def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
                  limit_per_class: int | None = None, eval_fraction: float = 0.5, seed: int = 0,
                  labels: list[str] | None = None, channels: int = 3) -> Dataset:
@@ -151,13 +193,8 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
     for cls in classes:
         files = sorted(f for f in (root / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         for f in files[:limit_per_class]:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB" if channels == 3 else "L").resize((width, height))
-                    xs.append(np.asarray(im, dtype=np.float32).reshape(height, width, channels))
-                    ys.append(index[cls])
-            except OSError as exc:
-                raise UsageError(f"cannot read image {f}: {exc}") from None
+            xs.append(read_image(f, (height, width), channels))
+            ys.append(index[cls])
     if not xs:
         raise UsageError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     x = preprocess_fn(np.stack(xs)).astype(np.float32)

@@ -103,3 +103,33 @@ def test_malformed_reports_are_one_line_errors_naming_the_file(tmp_path, break_i
     with pytest.raises(UsageError) as exc:
         compare.compare_files(good, bad)
     assert "bad.json" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_night_to_night_noise_from_history_widens_the_interval():
+    from qat_harness.reporting.gates import NightNoise
+
+    base, cur = _night(1.0, 0.03, 1), _night(1.2, 0.03, 2)
+    calm = NightNoise.from_medians([1.0, 1.01, 0.99, 1.0, 1.005, 0.995])
+    swinging = NightNoise.from_medians([1.0, 1.2, 0.85, 1.15, 0.9, 1.25])
+    assert LatencyGate().judge_samples(base, cur, calm).outcome is Outcome.REGRESSION
+    finding = LatencyGate().judge_samples(base, cur, swinging)
+    assert finding.outcome is Outcome.WITHIN_NOISE and finding.rule is LatencyRule.INTERVAL_WITH_HISTORY
+    assert "night-to-night noise of 5 earlier night pairs" in finding.explain()
+    too_short = NightNoise.from_medians([1.0, 1.3, 0.8])
+    assert LatencyGate().judge_samples(base, cur, too_short).rule is LatencyRule.INTERVAL
+
+
+def test_compare_files_learns_the_noise_from_the_history(tmp_path):
+    from qat_harness import history
+
+    db = tmp_path / "history.sqlite"
+    paths = []
+    for i, int8_ms in enumerate([0.5, 0.6, 0.42, 0.58, 0.45, 0.5, 0.6]):
+        data = synthetic.report(seed=i, noise=0.03, int8_ms=int8_ms)
+        paths.append(_write(tmp_path, data, f"night{i}.json"))
+        run_id = history.record(db, data, paths[-1])
+    alone = compare.compare_files(paths[-2], paths[-1])
+    assert any(r["rule"] == "latency bootstrap interval" for r in alone["regressions"])
+    with_history = compare.compare_files(paths[-2], paths[-1], history_db=db, before_run_id=run_id)
+    assert not [r for r in with_history["regressions"] if r["claim"] == "latency"]
+    assert "night-to-night noise" in compare.render_text(with_history)

@@ -71,16 +71,26 @@ class LiteRTDevice(Device):
             req = self._request(mode="bench", models={k: str(Path(v).resolve()) for k, v in models.items()},
                                 inputs=inputs, warmup_runs=settings.warmup_runs,
                                 min_runs=settings.min_runs, min_seconds=settings.min_seconds,
-                                max_runs=settings.max_runs, num_threads=settings.num_threads)
+                                max_runs=settings.max_runs, num_threads=settings.num_threads,
+                                block_runs=getattr(settings, "block_runs", None))
             try:
                 resp = run_child(WORKER, req, settings.timeout_s)
             except DeviceError as exc:
                 raise _explain_custom_ops(exc) from None
+        details = {"blocks": resp["blocks"]} if "blocks" in resp else {}
         return BenchResult(times_ms=resp["times_ms"], first_invoke_ms=resp["first_invoke_ms"],
-                           delegation={k: self._delegation(v) for k, v in resp.get("ops", {}).items()})
+                           delegation={k: self._delegation(v) for k, v in resp.get("ops", {}).items()},
+                           details=details)
 
     def _delegation(self, ops: dict) -> Delegation | None:
         return None
+
+
+def _op_counts(names: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _save_inputs(path: Path, inputs: ModelInputs) -> None:
@@ -113,7 +123,8 @@ class CpuDevice(LiteRTDevice):
                           ops_delegated=len(ops["delegated"]),
                           fallback=[(name, "not taken by XNNPACK: builtin kernel")
                                     for name in ops["cpu_ops"]],
-                          details={"partitions": ops["partitions"]})
+                          details={"partitions": ops["partitions"],
+                                   "delegated_ops": _op_counts(ops.get("delegated_ops", []))})
 
 
 class CpuRefDevice(LiteRTDevice):

@@ -1,5 +1,6 @@
 """Child-process side of the LiteRT adapters: loads models with ai-edge-litert (or the
-tflite_runtime fallback) and either runs a batch of inputs or times models interleaved.
+tflite_runtime fallback) and either runs a batch of inputs or times models in ABBA
+blocks (``bench``).
 
 Invoked as ``python -m qat_harness.devices.litert.worker request.json response.json``; see
 ``devices.isolation``. Keep this module free of TensorFlow imports: it must start fast.
@@ -110,13 +111,40 @@ def _ops_summary(interp) -> dict:
             stack += [int(t) for t in by_index[node]["inputs"] if int(t) not in boundary and int(t) >= 0]
     return {"ops_total": len(original), "partitions": len(partitions),
             "delegated": sorted(delegated),
+            "delegated_ops": [by_index[i]["op_name"] for i in sorted(delegated)],
             "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
 
 
+#: Consecutive runs of one model per block; the first is the block's cold run.
+DEFAULT_BLOCK_RUNS = 10
+
+
+def block_order(labels: list[str], round_index: int) -> list[str]:
+    """ABBA: forward on even rounds, reversed on odd ones, so each model is as often first as
+    last and a drift of the machine falls on both sides of a ratio."""
+    return labels if round_index % 2 == 0 else labels[::-1]
+
+
+def _time_block(interp, example: list[np.ndarray], runs: int) -> list[float]:
+    set_inputs(interp, example)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def bench(req: dict) -> dict:
-    """Interleaved timing: a, b, a, b, ... on the same input, until every model has at least
-    ``min_runs`` runs and ``min_seconds`` have passed (or ``max_runs``)."""
+    """Block timing: rounds of one block of ``block_runs`` consecutive runs per model, in ABBA
+    order, on the same input. Consecutive runs keep a model's weights in the caches (strict
+    a, b, a, b interleaving made int8 pay for float's cache footprint, and the other
+    interpreter's thread pool); alternating blocks keeps drift cancellation. The first run of
+    each block meets the other model's caches: it is kept apart as the block's cold run.
+    Rounds go on until every model has ``min_runs`` steady runs and ``min_seconds`` have
+    passed (at least two rounds), or ``max_runs`` runs of each model."""
     labels = list(req["models"])
+    block_runs = max(2, int(req.get("block_runs") or DEFAULT_BLOCK_RUNS))
     interps, inputs, first = {}, {}, {}
     for label in labels:
         interps[label] = make_interpreter(req["models"][label], req["resolver"],
@@ -126,21 +154,28 @@ def bench(req: dict) -> dict:
         t0 = time.perf_counter()
         interps[label].invoke()
         first[label] = (time.perf_counter() - t0) * 1e3
-    for _ in range(req["warmup_runs"]):
-        for label in labels:
-            interps[label].invoke()
-    times = {label: [] for label in labels}
-    start = time.perf_counter()
-    n = 0
-    while n < req["max_runs"] and (n < req["min_runs"] or time.perf_counter() - start < req["min_seconds"]):
-        for label in labels:
-            interp = interps[label]
-            set_inputs(interp, inputs[label])
-            t0 = time.perf_counter()
-            interp.invoke()
-            times[label].append((time.perf_counter() - t0) * 1e3)
-        n += 1
-    return {"times_ms": times, "first_invoke_ms": first,
+    for label in labels:
+        _time_block(interps[label], inputs[label], req["warmup_runs"])
+    steady = {label: [] for label in labels}
+    cold = {label: [] for label in labels}
+    start, rounds = time.perf_counter(), 0
+
+    def more_rounds_needed() -> bool:
+        if (rounds + 1) * block_runs > max(req["max_runs"], 2 * block_runs):
+            return False
+        return (rounds < 2 or rounds * (block_runs - 1) < req["min_runs"]
+                or time.perf_counter() - start < req["min_seconds"])
+
+    while more_rounds_needed():
+        for label in block_order(labels, rounds):
+            times = _time_block(interps[label], inputs[label], block_runs)
+            cold[label].append(times[0])
+            steady[label] += times[1:]
+        rounds += 1
+    blocks = {"timing": "abba-blocks", "block_runs": block_runs, "rounds": rounds,
+              "order": [block_order(labels, r) for r in range(min(rounds, 2))],
+              "cold_ms": cold, "cold_median_ms": {label: float(np.median(c)) for label, c in cold.items()}}
+    return {"times_ms": steady, "first_invoke_ms": first, "blocks": blocks,
             "ops": {label: _ops_summary(interps[label]) for label in labels}}
 
 

@@ -68,14 +68,30 @@ def quantize(model):
     return tfmot.quantization.keras.quantize_model(model)
 
 
-def fine_tune_qat(qat_model, x, y, epochs: int, batch_size: int, lr: float, seed: int,
-                  from_logits: bool = False) -> float:
+def fine_tune(model, x, y, epochs: int, batch_size: int, lr: float, seed: int,
+              from_logits: bool = False) -> float:
+    """Fine-tune ``model`` in place (Adam at ``lr``, seeded); its last training accuracy."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
-    _compile(qat_model, lr, from_logits)
-    hist = qat_model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    _compile(model, lr, from_logits)
+    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     return float(hist.history["accuracy"][-1])
+
+
+def fine_tune_qat(qat_model, x, y, epochs: int, batch_size: int, lr: float, seed: int,
+                  from_logits: bool = False) -> float:
+    return fine_tune(qat_model, x, y, epochs, batch_size, lr, seed, from_logits)
+
+
+def copy_model(model):
+    """An independent float copy (same architecture and weights) of a Functional or
+    Sequential model: the control arm fine-tunes it while the float model stays as trained."""
+    import tf_keras as keras
+
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def calibrate_qat_ranges(qat_model, x, batch_size: int = 8) -> None:

@@ -484,6 +484,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
 
 
+def error_cells(matrix: dict) -> list[str]:
+    """'probe stage' for every ERROR cell (a crash, a hang, a broken probe): what makes the
+    ``layers`` command exit non-zero."""
+    return [f"{p['name']} {key}" for p in matrix.get("probes", []) if p
+            for key, cell in p.get("stages", {}).items() if cell.get("verdict") == ERROR]
+
+
 def _blocking(stages: dict) -> str | None:
     for key in ("qat", "convert"):
         cell = stages.get(key)

@@ -14,11 +14,20 @@ _SHORT = {"runs": "run", "delegated": "deleg", "numeric": "num"}
 
 
 def write_json(matrix: dict, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".layers-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(matrix, f, indent=1, default=str)
-    os.replace(tmp, path)
+    _write_atomically(Path(path), json.dumps(matrix, indent=1, default=str))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """The file is the old one or the new one; a failed write (a full disk) leaves no
+    temporary file behind."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _probes(matrix: dict) -> list[dict]:
@@ -95,11 +104,19 @@ def _clip(text: str, n: int) -> str:
 
 
 def _md_escape(text) -> str:
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+    """Probe names, user modules, layer names and reasons (which quote file paths and
+    exception text) as inert Markdown: no headings, links or HTML through a name."""
+    import html
+    import re
+
+    # as report.md_escape, but '_' stays: probe names are snake_case, and '_' cannot
+    # inject anything (at worst it emphasises)
+    text = re.sub(r"([\\`*{}\[\]()#+!~])", r"\\\1", str(text if text is not None else ""))
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def write_markdown(matrix: dict, path: Path) -> None:
-    Path(path).write_text(markdown(matrix))
+    _write_atomically(Path(path), markdown(matrix))
 
 
 def markdown(matrix: dict) -> str:
@@ -115,7 +132,7 @@ def markdown(matrix: dict) -> str:
     devs = matrix.get("devices", {})
     if devs:
         out.append("Devices: " + "; ".join(
-            f"`{n}` {'available' if d.get('available') else 'NOT available'} ({d.get('reason')})"
+            f"{_md_escape(n)} {'available' if d.get('available') else 'NOT available'} ({_md_escape(d.get('reason'))})"
             + (" [simulated]" if d.get("simulated") else "") for n, d in devs.items()))
         out.append("")
     out += [f"Legend: {LEGEND}. Column *doc*: `=` the measurement agrees with what tfmot documents, "
@@ -130,18 +147,20 @@ def markdown(matrix: dict) -> str:
     claims = matrix.get("claims") or []
     if claims:
         out += ["## Claims", "", "| claim | device | verdict | reason |", "|---|---|---|---|"]
-        out += [f"| {c['id']} | {c['device']} | {c['verdict']} | {_md_escape(c['reason'])} |" for c in claims]
+        out += [f"| {c['id']} | {_md_escape(c['device'])} | {c['verdict']} | {_md_escape(c['reason'])} |"
+                for c in claims]
         out.append("")
 
     header, body = rows(matrix)
-    out += ["## Matrix", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["## Matrix", "", "| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in body]
     out.append("")
 
     differs = [p for p in probes if (p.get("matches_documentation") or {}).get("agrees") is False]
     out += ["## Where the measurement differs from tfmot's documentation", ""]
     if differs:
-        out += [f"- **{p['name']}** ({p['layer']}): {_md_escape(p['matches_documentation']['note'])}"
+        out += [f"- **{_md_escape(p['name'])}** ({_md_escape(p['layer'])}): "
+                f"{_md_escape(p['matches_documentation']['note'])}"
                 for p in differs]
     else:
         out.append("Nowhere: every comparable probe behaves as documented.")
@@ -151,9 +170,9 @@ def markdown(matrix: dict) -> str:
     keys = _keys(matrix)
     for p in probes:
         doc = p.get("documented") or {}
-        out.append(f"### {p['name']} — {_md_escape(p['layer'])}")
+        out.append(f"### {_md_escape(p['name'])} — {_md_escape(p['layer'])}")
         out.append("")
-        out.append(f"{_md_escape(p.get('description'))}. Documented: **{doc.get('status', 'unknown')}**"
+        out.append(f"{_md_escape(p.get('description'))}. Documented: **{_md_escape(doc.get('status', 'unknown'))}**"
                    f" ({_md_escape(doc.get('source', ''))}): {_md_escape(doc.get('summary', ''))}.")
         match = p.get("matches_documentation") or {}
         if match:

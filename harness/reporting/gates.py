@@ -7,6 +7,11 @@ independently; it is a regression when the whole interval lies above ``1 + toler
 point estimate past the tolerance with an interval that reaches below it is noise, and is
 reported as such. Reports without raw samples fall back to the point estimate, and say so.
 
+Night-to-night noise: the raw samples of one night only know that night's noise, while on a
+shared machine whole nights shift (measured here: the same model's median moved by -20% to +33%
+between runs). Given the earlier nights' medians (``night_to_night_sd``, from the history), the
+gate widens the interval by that spread; without enough history it says the spread is unknown.
+
 Verdicts: a verdict that got worse (SKIP aside) is a regression, as it always was."""
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from qat_harness.reporting.intervals import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLE
 from qat_harness.results import SEVERITY
 
 DEFAULT_TOLERANCE = 0.10
+MIN_NOISE_PAIRS = 4     # consecutive earlier nights needed before their spread is trusted
 
 
 class Outcome(str, enum.Enum):
@@ -28,7 +34,8 @@ class Outcome(str, enum.Enum):
 
 
 class LatencyRule(str, enum.Enum):
-    INTERVAL = "bootstrap interval"   # both nights kept their raw samples
+    INTERVAL_WITH_HISTORY = "bootstrap interval + night-to-night noise"   # raw samples and earlier nights
+    INTERVAL = "bootstrap interval"   # both nights kept their raw samples; night-to-night noise unknown
     POINT = "point estimate"          # one night has only its summary: the noise is unknown
 
 
@@ -41,6 +48,7 @@ class LatencyFinding:
     outcome: Outcome
     tolerance: float
     confidence: float
+    noise_nights: int = 0            # earlier night pairs whose spread widened the interval
 
     @property
     def change(self) -> float:
@@ -54,8 +62,11 @@ class LatencyFinding:
                  Outcome.UNCHANGED: f"within the {self.tolerance:.0%} tolerance"}[self.outcome]
         if self.rule is LatencyRule.POINT:
             return f"median {self.change:+.0%} {where} (point estimate: no raw samples to judge the noise)"
+        noise = (f" (night-to-night noise of {self.noise_nights} earlier night pairs included)"
+                 if self.rule is LatencyRule.INTERVAL_WITH_HISTORY else
+                 f" (this night's noise only: fewer than {MIN_NOISE_PAIRS} earlier night pairs)")
         return (f"median {self.change:+.0%}, {self.confidence:.0%} CI [{self.ci_low - 1:+.0%}, "
-                f"{self.ci_high - 1:+.0%}] {where}")
+                f"{self.ci_high - 1:+.0%}] {where}{noise}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,21 +76,28 @@ class LatencyGate:
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
 
-    def judge_samples(self, baseline_ms: Sequence[float], current_ms: Sequence[float]) -> LatencyFinding:
+    def judge_samples(self, baseline_ms: Sequence[float], current_ms: Sequence[float],
+                      night_to_night: "NightNoise | None" = None) -> LatencyFinding:
         interval = unpaired_ratio_of_medians(current_ms, baseline_ms, self.confidence,
                                              self.resamples, self.seed)
         if not interval.known:
             return self.judge_medians(float(_median(baseline_ms)), float(_median(current_ms)))
-        if interval.low > 1 + self.tolerance:
-            outcome = Outcome.REGRESSION
-        elif interval.high < 1 - self.tolerance:
-            outcome = Outcome.IMPROVEMENT
-        elif abs(interval.estimate - 1) > self.tolerance:
-            outcome = Outcome.WITHIN_NOISE
-        else:
-            outcome = Outcome.UNCHANGED
-        return LatencyFinding(interval.estimate, interval.low, interval.high, LatencyRule.INTERVAL,
-                              outcome, self.tolerance, self.confidence)
+        low, high, rule, pairs = interval.low, interval.high, LatencyRule.INTERVAL, 0
+        if night_to_night is not None and night_to_night.pairs >= MIN_NOISE_PAIRS:
+            low, high = _widen(interval.estimate, low, high, night_to_night.sd_log_ratio, self.confidence)
+            rule, pairs = LatencyRule.INTERVAL_WITH_HISTORY, night_to_night.pairs
+        return LatencyFinding(interval.estimate, low, high, rule, self.outcome(interval.estimate, low, high),
+                              self.tolerance, self.confidence, pairs)
+
+    def outcome(self, ratio: float, low: float, high: float) -> Outcome:
+        """The rule on an interval of current / baseline."""
+        if low > 1 + self.tolerance:
+            return Outcome.REGRESSION
+        if high < 1 - self.tolerance:
+            return Outcome.IMPROVEMENT
+        if abs(ratio - 1) > self.tolerance:
+            return Outcome.WITHIN_NOISE
+        return Outcome.UNCHANGED
 
     def judge_medians(self, baseline_median_ms: float, current_median_ms: float) -> LatencyFinding:
         ratio = current_median_ms / baseline_median_ms
@@ -91,6 +109,39 @@ class LatencyGate:
             outcome = Outcome.UNCHANGED
         return LatencyFinding(ratio, None, None, LatencyRule.POINT, outcome, self.tolerance,
                               self.confidence)
+
+
+@dataclasses.dataclass(frozen=True)
+class NightNoise:
+    """How much one model's median moves from one night to the next with nothing changed: the
+    robust spread (MAD x 1.4826) of log(median_i / median_i-1) over earlier consecutive nights."""
+    sd_log_ratio: float
+    pairs: int
+
+    @classmethod
+    def from_medians(cls, medians: Sequence[float]) -> "NightNoise | None":
+        import numpy as np
+
+        m = np.asarray([v for v in medians if v and v > 0], dtype=float)
+        if m.size < 2:
+            return None
+        log_ratios = np.diff(np.log(m))
+        mad = float(np.median(np.abs(log_ratios - np.median(log_ratios))))
+        return cls(1.4826 * mad, int(log_ratios.size))
+
+
+def _widen(ratio: float, low: float, high: float, sd_log: float, confidence: float) -> tuple[float, float]:
+    """The bootstrap interval and the night-to-night spread added in quadrature, on the log scale."""
+    import math
+
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    extra = z * sd_log
+    log_r = math.log(ratio)
+    below = math.hypot(log_r - math.log(low), extra)
+    above = math.hypot(math.log(high) - log_r, extra)
+    return math.exp(log_r - below), math.exp(log_r + above)
 
 
 def _median(values: Sequence[float]) -> float:
