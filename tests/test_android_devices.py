@@ -21,8 +21,9 @@ from qat_harness.devices.android.nnapi import NnapiDevice
 from qat_harness.devices.android.phone import parse_cpuinfo
 from qat_harness.devices.base import BenchSettings, DeviceError, Role
 from qat_harness.devices.litert.cpu import CpuDevice
-from simulators.fake_adb import FakeAdbServer, FakeDevice, write_fake_benchmark_model
+from simulators.fake_adb import FakeAdbServer, FakeDevice
 
+pytest_plugins = ["simulators.android_fixtures"]
 pytestmark = pytest.mark.simulated
 
 # device class, its delegate flag, the delegate kernel's node type, Delegation.backend
@@ -33,33 +34,6 @@ BACKENDS = {
 }
 ALL_DELEGATE_FLAGS = {"--use_nnapi=true", "--use_gpu=true", "--use_xnnpack=true"}
 TINY_OPS = ["CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory) -> Path:
-    return write_fake_benchmark_model(tmp_path_factory.mktemp("bm") / "benchmark_model")
-
-
-@pytest.fixture
-def fake_adb(tmp_path):
-    servers = []
-
-    def start(*devices: FakeDevice) -> FakeAdbServer:
-        server = FakeAdbServer(list(devices), tmp_path / f"adb{len(servers)}")
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def phone(tmp_path_factory):
-    server = FakeAdbServer([FakeDevice()], tmp_path_factory.mktemp("phone"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,9 @@ def test_worker_keeps_the_cold_first_run_of_each_block_out_of_the_steady_runs(mo
     monkeypatch.setattr(worker, "_time_block", fake_time_block)
     req = {"models": {"a": "a.tflite", "b": "b.tflite"}, "inputs": {"a": "", "b": ""},
            "resolver": "auto", "warmup_runs": 2, "min_runs": 30, "min_seconds": 0.0,
-           "max_runs": 1000, "block_runs": 10}
+           "max_runs": 1000, "block_runs": 10, "min_rounds": 2}
     monkeypatch.setattr(worker, "_ops_summary", lambda interp: {})
+    assert worker.bench({**req, "min_rounds": None})["blocks"]["rounds"] == worker.DEFAULT_MIN_ROUNDS
     resp = worker.bench(req)
     blocks = resp["blocks"]
     assert blocks["rounds"] == 4                               # 4 rounds x 9 steady runs >= 30

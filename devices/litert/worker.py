@@ -117,6 +117,8 @@ def _ops_summary(interp) -> dict:
 
 #: Consecutive runs of one model per block; the first is the block's cold run.
 DEFAULT_BLOCK_RUNS = 10
+#: Fewer rounds than this give the ratio (its interval resamples rounds) no interval worth the name.
+DEFAULT_MIN_ROUNDS = 10
 
 
 def block_order(labels: list[str], round_index: int) -> list[str]:
@@ -141,10 +143,11 @@ def bench(req: dict) -> dict:
     a, b, a, b interleaving made int8 pay for float's cache footprint, and the other
     interpreter's thread pool); alternating blocks keeps drift cancellation. The first run of
     each block meets the other model's caches: it is kept apart as the block's cold run.
-    Rounds go on until every model has ``min_runs`` steady runs and ``min_seconds`` have
-    passed (at least two rounds), or ``max_runs`` runs of each model."""
+    Rounds go on until there are ``min_rounds`` of them, every model has ``min_runs`` steady
+    runs and ``min_seconds`` have passed, or until ``max_runs`` runs of each model."""
     labels = list(req["models"])
     block_runs = max(2, int(req.get("block_runs") or DEFAULT_BLOCK_RUNS))
+    min_rounds = max(2, int(req.get("min_rounds") or DEFAULT_MIN_ROUNDS))
     interps, inputs, first = {}, {}, {}
     for label in labels:
         interps[label] = make_interpreter(req["models"][label], req["resolver"],
@@ -163,7 +166,7 @@ def bench(req: dict) -> dict:
     def more_rounds_needed() -> bool:
         if (rounds + 1) * block_runs > max(req["max_runs"], 2 * block_runs):
             return False
-        return (rounds < 2 or rounds * (block_runs - 1) < req["min_runs"]
+        return (rounds < min_rounds or rounds * (block_runs - 1) < req["min_runs"]
                 or time.perf_counter() - start < req["min_seconds"])
 
     while more_rounds_needed():
