@@ -93,7 +93,8 @@ def cpu_latency_claim(model: str, device: str, ratio_ci: RatioCI, float_stats: L
     r, lo, hi = ratio_ci.ratio, ratio_ci.ci_low, ratio_ci.ci_high
     lo = r if lo is None else lo
     hi = r if hi is None else hi
-    interval = f"{r:.2f}x [95% CI {lo:.2f}-{hi:.2f}]"
+    interval = (f"{r:.2f}x [95% CI {lo:.2f}-{hi:.2f}]" if ratio_ci.ci_low is not None else
+                f"{r:.2f}x (no CI: {ratio_ci.n_pairs} pairs are too few)")
     if lo >= lo_ok and hi <= hi_ok:
         verdict, why = Verdict.PASS, "inside the documented range"
     elif hi < lo_ok:

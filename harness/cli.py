@@ -337,8 +337,8 @@ def resume_options(args):
     from qat_harness.sources import parse_models
 
     folder = args.resume
-    given = [k for k, v in vars(args).items()
-             if k not in _RESUME_FLAGS and v != build_parser().parse_args(["run"]).__dict__.get(k)]
+    defaults = vars(build_parser().parse_args(["run"]))
+    given = [k for k, v in vars(args).items() if k not in _RESUME_FLAGS and v != defaults.get(k)]
     if given:
         flags = ", ".join("--" + k.removeprefix("device_option.").replace("_", "-") for k in given)
         raise UsageError(f"--resume reuses the options of the run in {folder}; drop {flags}")
@@ -444,8 +444,8 @@ def cmd_layers(args) -> int:
     out = args.out or _default_out("layers")
     console = _console()
     if args.probe:
-        console.print(f"warning: --probe imports and runs your code ({', '.join(args.probe)}) "
-                      f"from {Path.cwd()}, in a child process with your permissions")
+        print(f"qat-harness: warning: --probe imports and runs your code ({', '.join(args.probe)}) "
+              f"from {Path.cwd()}, in a child process with your permissions", file=sys.stderr)
     timeout = {"timeout_s": args.probe_timeout} if args.probe_timeout else {}
     result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
                                progress=console.log, device_options=per_device, **timeout)

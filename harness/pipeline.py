@@ -124,7 +124,8 @@ def _open_report(opts: RunOptions, resume: dict | None) -> Report:
     labels = [s.label for s in parse_models(opts.models, opts.float_model)]
     done = resume.get("done", {})
     pending = {m: [d for d in opts.devices if d not in done.get(m, [])] for m in labels}
-    return Report.resume(opts.out, resume, {m: d for m, d in pending.items() if d})
+    return Report.resume(opts.out, resume, {m: d for m, d in pending.items() if d},
+                         environment(opts.num_threads))
 
 
 def _run_model(source: ModelSource, opts: RunOptions, devices: dict[str, Device],

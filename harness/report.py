@@ -197,13 +197,14 @@ class Report:
         self.save()
 
     @classmethod
-    def resume(cls, out_dir: Path, data: dict, pending: dict[str, list[str]]) -> "Report":
+    def resume(cls, out_dir: Path, data: dict, pending: dict[str, list[str]], environment) -> "Report":
         """A report carrying on from ``data`` (a report.json of ``out_dir``): every claim and
         section recorded there is kept, except those of the (model, device) pairs in
-        ``pending``, which the run redoes."""
+        ``pending``, which the run redoes. ``environment``: this machine's, now (the stages
+        read it, typed)."""
         done = {m: list(d) for m, d in data.get("done", {}).items()}
         restart = {m for m in pending if not done.get(m)}  # nothing of it finished: from scratch
-        run = RunReport(data["environment"], data["options"], started=data["started"],
+        run = RunReport(environment, data["options"], started=data["started"],
                         devices=dict(data.get("devices", {})),
                         notes=[Note(**n) for n in data.get("notes", []) if n["model"] not in restart],
                         errors=[ModelError(**e) for e in data.get("errors", []) if e["model"] not in restart],

@@ -179,7 +179,6 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
     """An ImageNet-style folder: one sub-folder per class, images inside. Class index: the
     labels file's line of the folder's name, or the sorted folder order (Keras' ImageNet order
     when the folders are synset ids)."""
-    from PIL import Image
 
     root = Path(root)
     if not root.is_dir():
