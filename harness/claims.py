@@ -194,15 +194,14 @@ def accuracy_claim(model: str, device: str, float_acc: float, int8_acc: float, n
 
 def agreement_claim(model: str, device: str, wilson: Proportion, simulated: bool = False,
                     extra: dict | None = None) -> ClaimResult:
+    """Judged on the Wilson interval, not the point estimate: PASS only when the whole
+    interval clears the bar, and WARN 'too few examples' when n cannot show it at all."""
+    from qat_harness.evidence import judge_rate
+
     rate = wilson.rate
-    if rate >= AGREEMENT_PASS:
-        verdict = Verdict.PASS
-    elif rate >= AGREEMENT_WARN:
-        verdict = Verdict.WARN
-    else:
-        verdict = Verdict.FAIL
-    reason = (f"int8 and float agree on {wilson.successes}/{wilson.n} inputs "
-              f"({rate:.2%}, 95% CI {wilson.ci_low:.2%}-{wilson.ci_high:.2%})")
+    judged = judge_rate(wilson.successes, wilson.n, AGREEMENT_PASS, AGREEMENT_WARN)
+    verdict = Verdict(judged.verdict)
+    reason = f"int8 and float agree on {judged.reason}"
     return ClaimResult("A2-agreement", model, device, verdict, round(rate, 4),
                        _expected("A2-agreement"), reason, simulated=simulated,
                        details={"wilson": wilson, **(extra or {})})

@@ -113,6 +113,11 @@ def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
                    help="skip the C6 probe (4-bit QAT has no TFLite deployment path)")
     r.add_argument("--fail-on", choices=["never", "error", "fail", "warn"], default="error",
                    help="exit 1 when any verdict is at least this bad (default: error)")
+    r.add_argument("--cross-check", action="store_true",
+                   help="also time the files with LiteRT's native benchmark tool and put its medians "
+                        "beside the harness's (a difference above 5%% is flagged)")
+    r.add_argument("--junit-xml", type=Path, default=None, metavar="FILE",
+                   help="also write the verdicts as JUnit XML: one test case per claim x model x device")
     _add_device_options(r)
 
 
@@ -182,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("current", type=Path)
     cmp_.add_argument("--latency-tolerance", type=_at_least(0.0, float), default=0.10,
                       help="relative latency change that counts as a regression (default 0.10)")
+    cmp_.add_argument("--history", type=Path, default=None, metavar="DB",
+                      help="a nightly history.sqlite: the night-to-night noise it records widens "
+                           "the latency gate's interval")
+
+    hist = sub.add_parser("history", help="trends across nights: history.html and a text summary")
+    hist.add_argument("folder", type=Path, help="the nightly folder (holding history.sqlite)")
+    hist.add_argument("--out", type=Path, default=None, help="the page (default: FOLDER/history.html)")
     return p
 
 
@@ -191,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             args = build_parser().parse_args(["run", *(argv or [])])
         command = {"run": cmd_run, "devices": cmd_devices, "claims": cmd_claims,
-                   "layers": cmd_layers, "compare": cmd_compare, "nightly": cmd_nightly}[args.command]
+                   "layers": cmd_layers, "compare": cmd_compare, "nightly": cmd_nightly,
+                   "history": cmd_history}[args.command]
         with sigterm_as_interrupt():
             return command(args)
     except UsageError as exc:
@@ -292,7 +305,7 @@ def run_options(args, out: Path):
         bench=BenchSettings(warmup_runs=args.warmup, min_runs=args.min_runs,
                             min_seconds=args.min_seconds, num_threads=args.threads),
         cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=per_device,
-        check_bit_widths=not args.skip_bitwidth)
+        check_bit_widths=not args.skip_bitwidth, cross_check=args.cross_check)
 
 
 def _check_weights(sources, weights: str | None) -> None:
@@ -318,7 +331,12 @@ def cmd_run(args, out: Path | None = None) -> int:
     report = pipeline.run(opts, progress=console.log, devices=devices, resume=resume)
     elapsed = time.perf_counter() - started
     print_summary(report)
-    console.print(f"report: {report.json_path} and {report.md_path} ({elapsed:.1f} s)")
+    console.print(f"report: {report.json_path}, {report.md_path} and {report.html_path.name} ({elapsed:.1f} s)")
+    if getattr(args, "junit_xml", None):
+        from qat_harness.reporting.junit import write_junit
+
+        counts = write_junit(report.data, args.junit_xml)
+        console.print(f"JUnit XML: {args.junit_xml} ({counts.tests} test cases)")
     for err in report.usage_errors:
         print(f"qat-harness: error: {err}", file=sys.stderr)
     if report.usage_errors:
@@ -472,11 +490,15 @@ def cmd_nightly(args) -> int:
     report_path = run_dir / "report.json"
     db = folder / "history.sqlite"
     run_id = history.record(db, compare.load(report_path), report_path)
+    from qat_harness.reporting.history_html import render_history
+
+    print(render_history(db, folder / "history.html").text())
     previous = history.previous_report(db, run_id)
     if previous is None:
         print("nightly: first recorded run, nothing to compare with yet")
         return EXIT_OK
-    result = compare.compare_files(previous, report_path, args.latency_tolerance)
+    result = compare.compare_files(previous, report_path, args.latency_tolerance, history_db=db,
+                                   before_run_id=run_id)
     text = compare.render_text(result)
     (run_dir / "compare.txt").write_text(text + "\n")
     print(text)
@@ -486,9 +508,23 @@ def cmd_nightly(args) -> int:
 def cmd_compare(args) -> int:
     from qat_harness import compare
 
-    result = compare.compare_files(args.baseline, args.current, args.latency_tolerance)
+    result = compare.compare_files(args.baseline, args.current, args.latency_tolerance,
+                                   history_db=args.history)
     print(compare.render_text(result))
     return EXIT_GATE if result["regressions"] else EXIT_OK
+
+
+def cmd_history(args) -> int:
+    from qat_harness.reporting.history_html import render_history
+    from qat_harness.reporting.history_text import history_text
+
+    db = args.folder / "history.sqlite"
+    if not db.is_file():
+        raise UsageError(f"no nightly history at {db}")
+    summary = render_history(db, args.out or args.folder / "history.html")
+    print(history_text(db))
+    print(summary.text())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class RunOptions:
     run_timeout_s: float = 600.0
     build_timeout_s: float = 7200.0
     check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
+    cross_check: bool = False          # time the files with LiteRT's native tool too
 
     def __post_init__(self):
         # 0 is a value, never 'unset': refuse it rather than silently use the default
@@ -471,7 +472,7 @@ class ModelRun:
             return stats.ratio_of_medians_ci(bench.times_ms[numerator], bench.times_ms[denominator])
 
         ratio = ratio_ci("float", ut) if "float" in bench.times_ms else None
-        if getattr(self.opts, "cross_check", False):
+        if self.opts.cross_check:
             from qat_harness import crosscheck
 
             if dev.role is Role.HOST_CPU and getattr(dev, "backend", None) == "xnnpack" and not dev.simulated:

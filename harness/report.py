@@ -350,7 +350,7 @@ class Report:
         self.run.status = status
         self.run.stop_reason = stop_reason
         errors: list[OSError] = []
-        for write in (self.save, self._write_markdown):
+        for write in (self.save, self._write_markdown, self._write_html):
             try:
                 write()
             except OSError as exc:
@@ -359,6 +359,15 @@ class Report:
         self._unlock()
         if errors:
             raise errors[0]
+
+    @property
+    def html_path(self) -> Path:
+        return self.out_dir / "report.html"
+
+    def _write_html(self) -> None:
+        from qat_harness.reporting.html import write_html
+
+        write_html(self.data, self.html_path)
 
     def _write_markdown(self) -> None:
         self._release_reserve()  # the run is over: its reserve is the room report.md needs

@@ -100,22 +100,21 @@ def test_second_run_reuses_cached_artifacts(first_run, tmp_path, own_cache):
     assert _claim(report2, "C1-size")["measured"] == _claim(report1, "C1-size")["measured"]
 
 
-def test_corrupt_cached_artifact_gives_error_verdicts_not_a_crash(first_run, tmp_path, capsys, own_cache):
+def test_a_corrupt_cached_artifact_is_named_and_rebuilt(first_run, tmp_path, capsys, own_cache):
+    """A cache entry whose file no longer matches its recorded digest is never trusted: the
+    run names the file, rebuilds the entry and judges the rebuilt model."""
     _, _, report1 = first_run
     folder = report1["models"]["digits_cnn"]["artifacts"]["folder"]
     qat = f"{folder}/qat_int8.tflite"
     good = open(qat, "rb").read()
-    try:
-        open(qat, "wb").write(good[: len(good) // 3])
-        code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
-                         "--fail-on", "error", *own_cache, *FAST_BENCH])
-    finally:
-        open(qat, "wb").write(good)
+    open(qat, "wb").write(good[: len(good) // 3])
+    code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu", "--out", str(tmp_path),
+                     "--fail-on", "error", *own_cache, *FAST_BENCH])
     report = json.loads((tmp_path / "report.json").read_text())
-    assert code == cli.EXIT_GATE
-    assert _claim(report, "C4-full-int")["verdict"] == "ERROR"
-    assert any("qat_int8" in n["text"] for n in report["notes"])
-    assert "Traceback" not in capsys.readouterr().err
+    assert code == 0 and "Traceback" not in capsys.readouterr().err
+    assert any("qat_int8.tflite" in n["text"] and "rebuilt" in n["text"] for n in report["notes"])
+    assert report["models"]["digits_cnn"]["artifacts"]["from_cache"] is False
+    assert _claim(report, "C4-full-int")["verdict"] == "PASS"
 
 
 def test_report_carries_the_same_claims_as_before_the_architecture_change(first_run):
@@ -140,7 +139,7 @@ def test_report_carries_the_same_claims_as_before_the_architecture_change(first_
             assert new[key]["verdict"] == claim["verdict"], (key, new[key]["reason"])
             assert new[key]["expected"] == claim["expected"]
     assert new[("C1-size", "digits_cnn", "any")]["measured"] == old[("C1-size", "digits_cnn", "any")]["measured"]
-    assert set(now) == set(before)
-    assert set(now["models"]["digits_cnn"]) == set(before["models"]["digits_cnn"])
-    dev_keys = set(before["models"]["digits_cnn"]["devices"]["cpu"]) | {"latency_raw_ms"}
-    assert set(now["models"]["digits_cnn"]["devices"]["cpu"]) == dev_keys
+    # the layout keeps every key it had (new features add keys, none is renamed or dropped)
+    assert set(before) <= set(now)
+    assert set(before["models"]["digits_cnn"]) <= set(now["models"]["digits_cnn"])
+    assert set(before["models"]["digits_cnn"]["devices"]["cpu"]) <= set(now["models"]["digits_cnn"]["devices"]["cpu"])

@@ -80,9 +80,16 @@ def test_accuracy_claim(f, q, verdict):
     assert claims.accuracy_claim("m", "cpu", f, q, 100).verdict is verdict
 
 
-@pytest.mark.parametrize("k,verdict", [(99, Verdict.PASS), (92, Verdict.WARN), (50, Verdict.FAIL)])
-def test_agreement_claim(k, verdict):
-    assert claims.agreement_claim("m", "cpu", stats.wilson_interval(k, 100)).verdict is verdict
+@pytest.mark.parametrize("k,n,verdict", [(990, 1000, Verdict.PASS), (99, 100, Verdict.WARN),
+                                         (92, 100, Verdict.WARN), (50, 100, Verdict.FAIL),
+                                         (1, 1, Verdict.WARN)])
+def test_agreement_claim_is_judged_on_its_interval(k, n, verdict):
+    """99/100 has a point estimate above 95% but an interval reaching 94.5%: not a PASS; one
+    example is too few to judge at all."""
+    c = claims.agreement_claim("m", "cpu", stats.wilson_interval(k, n))
+    assert c.verdict is verdict, c.reason
+    if n == 1:
+        assert "too few examples" in c.reason
 
 
 def test_structural_claims_fail_when_checks_fail():

@@ -336,7 +336,7 @@ def _prepare() -> None:
     # folder, since a harness child runs in a private folder with the safe-path flag.
     user_dir = os.environ.get(USER_DIR_ENV)
     if user_dir:
-        sys.path.insert(0, user_dir)
+        sys.path.append(user_dir)  # after the standard library: a json.py there shadows nothing
 
 
 def _handle(req: dict, emit) -> dict:
