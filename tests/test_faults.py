@@ -137,7 +137,7 @@ def test_disk_full_keeps_every_measurement_and_leaves_no_temporary_files(tmp_pat
     assert data["status"] == "interrupted" and data["stop_reason"].startswith("disk full")
     assert [c["id"] for c in data["claims"]] == ["C1-size"]  # the measurement made it to disk
     assert (out / "report.md").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
 
 
 @pytest.fixture

@@ -1,0 +1,535 @@
+"""The recipe stage: every named recipe (``catalog``) applied to a model's float .tflite, run on
+every kernel, and judged.
+
+For each recipe x device it measures the size ratio against the float file, the latency (the
+recipe's file and the float file timed together in ABBA blocks, their ratio with a bootstrap
+interval), the agreement of top-1 with the float model on the same kernel (Wilson interval)
+and the output difference against it. Two kinds of verdicts come out:
+
+- ``K1-cross-kernel`` per recipe: the same file's outputs on XNNPACK (``cpu``), LiteRT's
+  built-in kernels without delegates (``cpu-builtin``, added here), the reference kernels
+  (``cpu-ref``) and OpenVINO when present. A kernel that disagrees with the others on the same
+  file is a FAIL with the numbers (top-1 agreement between kernels, max abs difference),
+  whatever the recipe: the kernels implement one op set and one file has one meaning.
+- ``C6-8bit-only`` re-judged (``c6_claim``): which bit widths have a deployment path today
+  (converts, loads, runs), which are smaller, faster and accurate, with a table for the report.
+
+The claims are ``qat_harness.results.ClaimResult``s; a K1 result's ``device`` is
+``recipe:<name>`` (the claim is about one file across kernels) and its details name the kernels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qat_harness.core import tflite
+from qat_harness.core.errors import DeviceError
+from qat_harness.devices.base import BenchSettings, Device, Role
+from qat_harness.devices.litert.cpu import LiteRTDevice
+from qat_harness.recipes.catalog import (
+    RECIPES,
+    RecipeArtifact,
+    RecipeSpec,
+    apply_recipe,
+)
+from qat_harness.results import ClaimResult, Verdict
+from qat_harness.stats import (
+    LatencySummary,
+    OutputDifference,
+    Proportion,
+    RatioCI,
+    latency_summary,
+    output_difference,
+    ratio_of_medians_ci,
+    wilson_interval,
+)
+
+CROSS_KERNEL_CLAIM = "K1-cross-kernel"
+C6_CLAIM = "C6-8bit-only"
+CROSS_KERNEL_TEXT = ("Every kernel that loads a .tflite file gives it the same meaning: XNNPACK, the "
+                     "built-in kernels, the reference kernels (and OpenVINO) agree on the same file.")
+#: Top-1 agreement between two kernels on the same file: PASS when every pair is at least this...
+KERNEL_AGREEMENT_PASS = 0.99
+#: ...FAIL when a pair's Wilson interval lies wholly below this; WARN in between.
+KERNEL_AGREEMENT_FAIL = 0.95
+#: A recipe whose top-1 agrees with float on at least this share of inputs is "accurate" for C6.
+ACCURATE_AGREEMENT = 0.95
+BUILTIN_KERNELS = "cpu-builtin"
+
+
+class BuiltinKernelsDevice(LiteRTDevice):
+    """LiteRT's built-in (optimized) kernels without the default XNNPACK delegate."""
+    name = BUILTIN_KERNELS
+    description = "host CPU, LiteRT built-in kernels without delegates"
+    role = Role.HOST_CPU
+    resolver = "builtin-no-delegates"
+    backend = "builtin"
+
+
+# -- typed results -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RecipeDeviceResult:
+    """One file (a recipe's, or the float one) on one device."""
+    recipe: str
+    device: str
+    ran: bool
+    error: str | None = None
+    error_kind: str | None = None
+    agreement: Proportion | None = None           # top-1 vs the float model on the same kernel
+    difference: OutputDifference | None = None    # first output vs the float model, float domain
+    top1_accuracy: float | None = None            # against labels, when given
+    classes_predicted: int | None = None
+    nan_outputs: bool = False
+    latency: LatencySummary | None = None
+    float_latency: LatencySummary | None = None
+    latency_ratio: RatioCI | None = None          # median(recipe) / median(float), same device
+    latency_note: str | None = None
+
+
+@dataclasses.dataclass
+class KernelPair:
+    a: str
+    b: str
+    agreement: Proportion
+    max_abs: float | None
+
+
+@dataclasses.dataclass
+class CrossKernel:
+    kernels: list[str]
+    pairs: list[KernelPair]
+    odd: list[str]                                  # kernels that disagree with the others
+    failed: dict[str, str]                          # kernel -> why it did not run the file
+
+
+@dataclasses.dataclass
+class RecipeResult:
+    recipe: str
+    spec: RecipeSpec
+    artifact: RecipeArtifact
+    size_bytes: int | None = None
+    size_ratio: float | None = None                 # size(recipe) / size(float)
+    tensor_dtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+    devices: dict[str, RecipeDeviceResult] = dataclasses.field(default_factory=dict)
+    cross_kernel: CrossKernel | None = None
+
+
+@dataclasses.dataclass
+class C6Table:
+    """The C6 table of report.md, as data: ``rows`` are dicts keyed by ``columns``."""
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(str(r.get(c, "")) for c in self.columns) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class RecipeResults:
+    model: str
+    float_path: Path
+    float_size: int
+    float_runs: dict[str, RecipeDeviceResult]
+    recipes: dict[str, RecipeResult]
+    claims: list[ClaimResult]
+    c6_table: C6Table | None = None
+    reference_device: str | None = None             # where "agreement" and latency are headlined
+
+
+# -- the stage ---------------------------------------------------------------------------------------
+def kernel_devices(devices: dict[str, Device], num_threads: int, add_builtin: bool = True) -> dict[str, Device]:
+    """The devices the recipes run on: every requested one but the overhead probe, plus the
+    built-in kernels when a LiteRT device is there and they are not."""
+    kernels = {n: d for n, d in devices.items() if d.role is not Role.OVERHEAD}
+    has_litert = any(isinstance(d, LiteRTDevice) for d in kernels.values())
+    has_builtin = any(getattr(d, "resolver", None) == "builtin-no-delegates" for d in kernels.values())
+    if add_builtin and has_litert and not has_builtin:
+        kernels[BUILTIN_KERNELS] = BuiltinKernelsDevice(num_threads)
+    return kernels
+
+
+def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dict[str, Device],
+                  eval_inputs: np.ndarray, workdir: Path, num_threads: int, *,
+                  labels: np.ndarray | None = None, calibration: np.ndarray | None = None,
+                  add_builtin: bool = True, timing: BenchSettings | None = None,
+                  use_cache: bool = True, progress=lambda msg: None) -> RecipeResults:
+    """Apply each recipe to ``float_path`` (cached in ``workdir / 'recipes'``), run it on every
+    kernel with ``eval_inputs`` (float examples, the float model's domain) and judge it."""
+    float_path = Path(float_path)
+    kernels = kernel_devices(devices, num_threads, add_builtin)
+    float_info = tflite.inspect_model(float_path)
+    outputs: dict[str, dict[str, np.ndarray]] = {"float": {}}
+    float_runs: dict[str, RecipeDeviceResult] = {}
+    for dev_name, dev in kernels.items():
+        res, out = _run(dev, float_path, float_info, eval_inputs, "float", dev_name, labels)
+        float_runs[dev_name] = res
+        if out is not None:
+            outputs["float"][dev_name] = out
+    float_any = next(iter(outputs["float"].values()), None)
+
+    results: dict[str, RecipeResult] = {}
+    claims: list[ClaimResult] = []
+    cal = calibration if calibration is not None else (eval_inputs if not isinstance(eval_inputs, list) else None)
+    for name in recipes:
+        spec = RECIPES[name]
+        progress(f"{model}: recipe {name}")
+        artifact = apply_recipe(float_path, name, Path(workdir) / "recipes", cal, use_cache=use_cache)
+        rr = RecipeResult(name, spec, artifact)
+        results[name] = rr
+        if not artifact.converted:
+            claims.append(ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{name}", Verdict.SKIP, None,
+                                      _k1_expected(), f"{name} did not convert: {artifact.error}",
+                                      details={"recipe": name}))
+            continue
+        info = tflite.inspect_model(artifact.path)
+        rr.size_bytes = info.size_bytes
+        rr.size_ratio = info.size_bytes / float_info.size_bytes
+        for t in info.tensors:
+            rr.tensor_dtypes[t.dtype] = rr.tensor_dtypes.get(t.dtype, 0) + 1
+        outputs[name] = {}
+        errors: dict[str, tuple[str, str]] = {}
+        for dev_name, dev in kernels.items():
+            res, out = _run(dev, artifact.path, info, eval_inputs, name, dev_name, labels)
+            rr.devices[dev_name] = res
+            if out is None:
+                errors[dev_name] = (res.error_kind or "failed", res.error or "")
+                continue
+            outputs[name][dev_name] = out
+            base = outputs["float"].get(dev_name, float_any)
+            if base is not None:
+                res.agreement = _agreement(out, base)
+                res.difference = _difference(out, base)
+        claim, cross = cross_kernel_claim(model, name, outputs[name], errors)
+        rr.cross_kernel = cross
+        claims.append(claim)
+
+    _time_all(kernels, float_path, float_info, results, float_runs, eval_inputs, num_threads, timing, progress)
+    out = RecipeResults(model, float_path, float_info.size_bytes, float_runs, results, claims,
+                        reference_device=_reference_device(kernels))
+    c6 = c6_claim(out)
+    out.claims.append(c6)
+    out.c6_table = c6_table(out)
+    return out
+
+
+def _reference_device(kernels: dict[str, Device]) -> str | None:
+    for name, dev in kernels.items():
+        if dev.role is Role.HOST_CPU:
+            return name
+    return next(iter(kernels), None)
+
+
+def _run(dev: Device, path: Path, info, x, label: str, dev_name: str,
+         labels: np.ndarray | None) -> tuple[RecipeDeviceResult, np.ndarray | None]:
+    try:
+        result = dev.run(path, tflite.model_inputs(info, x))
+    except (DeviceError, tflite.InputMismatch) as exc:
+        kind = getattr(exc, "kind", "failed")
+        return RecipeDeviceResult(label, dev_name, False, getattr(exc, "reason", str(exc)), kind), None
+    out = as_float(result.outputs, info.tensor(info.outputs[0]))
+    res = RecipeDeviceResult(label, dev_name, True)
+    top1 = top1_of(out)
+    res.classes_predicted = len(np.unique(top1))
+    res.nan_outputs = bool(np.isnan(out).any())
+    if labels is not None and len(labels) == len(top1):
+        res.top1_accuracy = float(np.mean(top1 == np.asarray(labels)))
+    return res, out
+
+
+def as_float(outputs: np.ndarray, tensor) -> np.ndarray:
+    """An output in the float domain: quantized outputs dequantized with their own scale."""
+    a = np.asarray(outputs)
+    if np.issubdtype(a.dtype, np.integer) and tensor.scales:
+        return tflite.dequantize(a, tensor.scales[0], tensor.zero_points[0]).astype(np.float64)
+    return a.astype(np.float64)
+
+
+def top1_of(out: np.ndarray) -> np.ndarray:
+    flat = np.asarray(out).reshape(len(out), -1)
+    return np.nanargmax(np.where(np.isnan(flat), -np.inf, flat), axis=1) if flat.size else np.zeros(0, int)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> Proportion:
+    ta, tb = top1_of(a), top1_of(b)
+    return wilson_interval(int(np.sum(ta == tb)), len(ta))
+
+
+@dataclasses.dataclass
+class _FloatTensor:
+    name: str = "output"
+    dtype: str = "float32"
+    scales: list | None = None
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> OutputDifference:
+    return output_difference(a.astype(np.float64), b.astype(np.float64), _FloatTensor())
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float | None:
+    d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return float(np.nanmax(d)) if d.size and not np.isnan(d).all() else None
+
+
+def _time_all(kernels, float_path, float_info, results, float_runs, x, num_threads, timing, progress) -> None:
+    """On every timed device, the float file and every recipe that ran there, in one ABBA
+    benchmark (same input, same threads). Oracles (the reference kernels) are not timed."""
+    settings = timing or BenchSettings(warmup_runs=3, min_runs=20, min_seconds=0.3, max_runs=400,
+                                       num_threads=num_threads)
+    first = x[:1] if not isinstance(x, list) else [a[:1] for a in x]
+    for dev_name, dev in kernels.items():
+        if dev.role is Role.ORACLE:
+            for rr in results.values():
+                if dev_name in rr.devices:
+                    rr.devices[dev_name].latency_note = "oracle: not timed"
+            continue
+        if not float_runs.get(dev_name) or not float_runs[dev_name].ran:
+            continue
+        models = {"float": float_path}
+        samples = {"float": tflite.model_inputs(float_info, first)}
+        for name, rr in results.items():
+            res = rr.devices.get(dev_name)
+            if res is not None and res.ran:
+                models[name] = rr.artifact.path
+                samples[name] = tflite.model_inputs(tflite.inspect_model(rr.artifact.path), first)
+        if len(models) == 1:
+            continue
+        progress(f"timing {len(models) - 1} recipe(s) against float on {dev_name}")
+        try:
+            bench = dev.benchmark(models, samples, settings)
+        except DeviceError as exc:
+            for name in models:
+                if name != "float":
+                    results[name].devices[dev_name].latency_note = f"timing failed: {exc.reason}"
+            continue
+        float_times = bench.times_ms["float"]
+        float_runs[dev_name].latency = latency_summary(float_times)
+        for name in models:
+            if name == "float":
+                continue
+            res = results[name].devices[dev_name]
+            res.latency = latency_summary(bench.times_ms[name])
+            res.float_latency = float_runs[dev_name].latency
+            res.latency_ratio = ratio_of_medians_ci(bench.times_ms[name], float_times)
+
+
+# -- K1: cross-kernel agreement -----------------------------------------------------------------------
+def _k1_expected() -> str:
+    return (f"every pair of kernels agrees on top-1 for >= {KERNEL_AGREEMENT_PASS:.0%} of inputs "
+            f"(FAIL when an interval lies below {KERNEL_AGREEMENT_FAIL:.0%})")
+
+
+def cross_kernel_claim(model: str, recipe: str, outputs: dict[str, np.ndarray],
+                       errors: dict[str, tuple[str, str]] | None = None) -> tuple[ClaimResult, CrossKernel]:
+    """Judge one file's outputs (float domain, examples first) on several kernels. Pure:
+    arrays in, verdict out. ``errors`` maps a kernel that did not run the file to
+    (kind, reason): a crash where other kernels run the file is a FAIL, a clean refusal a WARN."""
+    errors = dict(errors or {})
+    names = list(outputs)
+    pairs: list[KernelPair] = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pairs.append(KernelPair(a, b, _agreement(outputs[a], outputs[b]),
+                                    _max_abs(outputs[a], outputs[b])))
+    bad = [p for p in pairs if p.agreement.ci_high is not None and p.agreement.ci_high < KERNEL_AGREEMENT_FAIL]
+    weak = [p for p in pairs if p not in bad and (p.agreement.rate or 0) < KERNEL_AGREEMENT_PASS]
+    nan = [n for n in names if np.isnan(outputs[n]).any()]
+    nan_odd = [n for n in nan if len(nan) < len(names)]
+    odd = _odd_ones(names, bad) + [n for n in nan_odd if n not in _odd_ones(names, bad)]
+    cross = CrossKernel(names, pairs, odd, {k: f"{kind}: {reason}" for k, (kind, reason) in errors.items()})
+    details: dict[str, Any] = {"recipe": recipe, "kernels": names,
+                               "pairs": [dataclasses.asdict(p) for p in pairs],
+                               "odd": odd, "failed": cross.failed,
+                               "classes_predicted": {n: len(np.unique(top1_of(outputs[n]))) for n in names}}
+    measured = {f"{p.a}~{p.b}": round(p.agreement.rate, 4) for p in pairs}
+    if not names:
+        verdict, reason = Verdict.ERROR, "no kernel ran the file: " + "; ".join(
+            f"{k}: {r}" for k, r in cross.failed.items())
+        return ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{recipe}", verdict, measured,
+                           _k1_expected(), reason[:600], details=details), cross
+    parts: list[str] = []
+    verdict = Verdict.PASS
+    if bad or nan_odd:
+        verdict = Verdict.FAIL
+        for kernel in odd:
+            mine = [p for p in bad if kernel in (p.a, p.b)]
+            vs = ", ".join(f"{p.b if p.a == kernel else p.a} ({p.agreement.rate:.1%} top-1 agreement, "
+                           f"max abs diff {_fmt(p.max_abs)})" for p in mine)
+            text = f"{kernel} disagrees with {vs}" if vs else f"{kernel} gives NaN outputs"
+            k_classes = details["classes_predicted"][kernel]
+            others = [details["classes_predicted"][n] for n in names if n != kernel]
+            if k_classes == 1 and others and max(others) > 1:
+                text += f"; it returns class {int(top1_of(outputs[kernel])[0])} for every input"
+            parts.append(text)
+        for p in bad:
+            if p.a not in odd and p.b not in odd:
+                parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} top-1 agreement, "
+                             f"max abs diff {_fmt(p.max_abs)}; which is right cannot be told from two kernels)")
+    elif weak:
+        verdict = Verdict.WARN
+        parts += [f"{p.a} vs {p.b}: {p.agreement.rate:.1%} top-1 agreement (interval "
+                  f"{p.agreement.ci_low:.1%}-{p.agreement.ci_high:.1%}), max abs diff {_fmt(p.max_abs)}"
+                  for p in weak]
+    if errors:
+        crashed = [k for k, (kind, _r) in errors.items() if kind in ("crash", "timeout")]
+        if crashed and names:
+            verdict = Verdict.FAIL
+        elif verdict is Verdict.PASS:
+            verdict = Verdict.WARN
+        parts += [f"{k} did not run it ({cross.failed[k][:160]}) while {', '.join(names)} did"
+                  for k in errors]
+    if verdict is Verdict.PASS:
+        worst = min(pairs, key=lambda p: p.agreement.rate, default=None)
+        if worst is None:
+            reason = f"only {names[0]} ran the file: nothing to compare"
+            verdict = Verdict.SKIP
+        else:
+            reason = (f"{', '.join(names)} agree on {recipe}: lowest pairwise top-1 agreement "
+                      f"{worst.agreement.rate:.1%} ({worst.a} vs {worst.b}), max abs diff "
+                      f"{_fmt(max((p.max_abs or 0) for p in pairs))}")
+    else:
+        reason = f"{recipe}: " + "; ".join(parts)
+    return ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{recipe}", verdict, measured,
+                       _k1_expected(), reason, details=details), cross
+
+
+def _odd_ones(names: list[str], bad: list[KernelPair]) -> list[str]:
+    """Kernels in clear disagreement with every other kernel, when the others agree among
+    themselves (with two kernels nobody can be named)."""
+    if len(names) < 3 or not bad:
+        return []
+    odd = []
+    for k in names:
+        others = [n for n in names if n != k]
+        mine = {p.b if p.a == k else p.a for p in bad if k in (p.a, p.b)}
+        if mine == set(others):
+            odd.append(k)
+    return odd if len(odd) < len(names) else []
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+# -- C6 re-judged --------------------------------------------------------------------------------------
+def _is_other_width(spec: RecipeSpec) -> bool:
+    return spec.weight_bits != 8 or (spec.activation_bits not in (None, 8))
+
+
+def _headline(results: RecipeResults, rr: RecipeResult) -> RecipeDeviceResult | None:
+    ref = results.reference_device
+    if ref and ref in rr.devices and rr.devices[ref].ran:
+        return rr.devices[ref]
+    return next((d for d in rr.devices.values() if d.ran), None)
+
+
+def c6_claim(results: RecipeResults | list[RecipeResults]) -> ClaimResult:
+    """C6 ("8-bit only; other bit widths have no deployment path") judged against today's
+    stack: a bit width has a deployment path when its file converts, loads and runs on a
+    LiteRT kernel without NaNs. FAIL (the claim is dated) when a non-8-bit recipe deploys and
+    stays accurate; WARN when one deploys but is not accurate; PASS when none deploys; SKIP
+    when no non-8-bit recipe was tried."""
+    runs = results if isinstance(results, list) else [results]
+    rows: dict[str, dict] = {}
+    deployed_accurate, deployed, refused = [], [], []
+    for res in runs:
+        for name, rr in res.recipes.items():
+            if not _is_other_width(rr.spec):
+                continue
+            ran_on = [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs]
+            head = _headline(res, rr)
+            key = f"{res.model}/{name}" if len(runs) > 1 else name
+            row = {"model": res.model, "recipe": name, "bits": rr.spec.label, "converts": rr.artifact.converted,
+                   "runs_on": ran_on, "size_ratio": rr.size_ratio,
+                   "agreement": head.agreement.rate if head and head.agreement else None,
+                   "latency_ratio": head.latency_ratio.ratio if head and head.latency_ratio else None,
+                   "latency_ci": ([head.latency_ratio.ci_low, head.latency_ratio.ci_high]
+                                  if head and head.latency_ratio else None),
+                   "error": rr.artifact.error}
+            rows[key] = row
+            if not rr.artifact.converted:
+                refused.append(f"{key} ({rr.spec.label}) refused: {rr.artifact.error}")
+            elif ran_on:
+                (deployed_accurate if (row["agreement"] or 0) >= ACCURATE_AGREEMENT else deployed).append(key)
+    measured = {k: ("refused" if not r["converts"] else "deploys" if r["runs_on"] else "converts, does not run")
+                for k, r in rows.items()}
+    expected = "no sub-8-bit (or other-width) deployment path"
+    if not rows:
+        return ClaimResult(C6_CLAIM, _c6_model(runs), "any", Verdict.SKIP, None, expected,
+                           "no recipe of another bit width was run (--recipes)", details={"recipes": rows})
+
+    def describe(key: str) -> str:
+        r = rows[key]
+        lat = (f", {r['latency_ratio']:.2f}x float latency" if r["latency_ratio"] is not None else "")
+        agree = f", {r['agreement']:.1%} top-1 agreement with float" if r["agreement"] is not None else ""
+        return (f"{key} ({r['bits']}) converts, loads and runs on {', '.join(r['runs_on'])}: "
+                f"{r['size_ratio']:.2f}x float size{agree}{lat}")
+
+    faster = [k for k, r in rows.items() if r["latency_ci"] and r["latency_ci"][1] is not None
+              and r["latency_ci"][1] < 1.0]
+    slower = [k for k, r in rows.items() if r["latency_ci"] and r["latency_ci"][0] is not None
+              and r["latency_ci"][0] > 1.0]
+    speed = (f"faster than float: {', '.join(faster)}" if faster else
+             "none of them is faster than float" + (f" ({', '.join(slower)} significantly slower)" if slower else ""))
+    if deployed_accurate:
+        verdict = Verdict.FAIL
+        reason = ("dated: other bit widths have a deployment path on today's LiteRT — "
+                  + "; ".join(describe(k) for k in deployed_accurate) + f"; {speed}")
+        if deployed:
+            reason += "; deploys but less accurate: " + ", ".join(deployed)
+    elif deployed:
+        verdict = Verdict.WARN
+        reason = ("partly dated: other bit widths load and run but lose accuracy — "
+                  + "; ".join(describe(k) for k in deployed) + f"; {speed}")
+    else:
+        verdict = Verdict.PASS
+        reason = "no other bit width deploys: " + ("; ".join(refused) or "converted files do not run")
+    return ClaimResult(C6_CLAIM, _c6_model(runs), "any", verdict, measured, expected, reason,
+                       details={"recipes": rows, "faster": faster, "slower": slower,
+                                "accurate_agreement": ACCURATE_AGREEMENT})
+
+
+def _c6_model(runs: list[RecipeResults]) -> str:
+    return runs[0].model if len(runs) == 1 else "recipes"
+
+
+C6_COLUMNS = ["recipe", "bits", "converts", "runs on", "size vs float", "latency vs float",
+              "top-1 agreement", "cross-kernel"]
+
+
+def c6_table(results: RecipeResults | list[RecipeResults]) -> C6Table:
+    """One row per recipe (every recipe, 8-bit ones included, so the widths can be compared):
+    what the report's C6 table shows."""
+    runs = results if isinstance(results, list) else [results]
+    k1 = {}
+    for res in runs:
+        for c in res.claims:
+            if c.id == CROSS_KERNEL_CLAIM:
+                k1[(res.model, c.details.get("recipe"))] = c.verdict.value
+    rows = []
+    for res in runs:
+        for name, rr in res.recipes.items():
+            head = _headline(res, rr)
+            ran_on = [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs]
+            failed = [d for d, r in rr.devices.items() if not r.ran or r.nan_outputs]
+            if head and head.latency_ratio:
+                lr = head.latency_ratio
+                lat = f"{lr.ratio:.2f}x" + (f" [{lr.ci_low:.2f}, {lr.ci_high:.2f}]" if lr.ci_low is not None else "") \
+                    + f" ({head.device})"
+            else:
+                lat = "—"
+            rows.append({
+                "recipe": name if len(runs) == 1 else f"{res.model}/{name}",
+                "bits": rr.spec.label,
+                "converts": "yes" if rr.artifact.converted else f"no: {rr.artifact.error}",
+                "runs on": (", ".join(ran_on) or "—") + (f" (not: {', '.join(failed)})" if failed else ""),
+                "size vs float": f"{rr.size_ratio:.2f}x" if rr.size_ratio is not None else "—",
+                "latency vs float": lat,
+                "top-1 agreement": (f"{head.agreement.rate:.1%} ({head.device})"
+                                    if head and head.agreement else "—"),
+                "cross-kernel": k1.get((res.model, name), "—"),
+            })
+    return C6Table(list(C6_COLUMNS), rows)

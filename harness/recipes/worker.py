@@ -1,0 +1,84 @@
+"""Child-process side of ``recipes.catalog``: applies one named recipe to a float .tflite with
+``ai-edge-quantizer`` and writes the quantized file.
+
+Invoked as ``python -m qat_harness.recipes.worker request.json response.json`` through
+``core.child.run_child``. Request: ``float`` (path), ``recipe`` (a catalog name), ``out``
+(where to write), ``calibration`` (an .npy of float examples, static recipes only). Keep this
+module free of TensorFlow imports: the quantizer does not need it."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from qat_harness.core.child import serve_once
+
+
+class Refused(Exception):
+    kind = "failed"
+
+
+def quantizer_recipe(name: str):
+    """The ai-edge-quantizer recipe object for a catalog name."""
+    from ai_edge_quantizer import recipe
+
+    if name == "fp16-weights":
+        # float16 weights through the quantizer's float-casting algorithm; the weights are
+        # dequantized to float32 before each (float) kernel.
+        return [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                               "compute_precision": "FLOAT", "explicit_dequantize": True}}]
+    functions = {"int4-weight": recipe.weight_only_wi4_afp32,
+                 "int4-dynamic": recipe.dynamic_wi4_afp32,
+                 "int4-blockwise": recipe.dynamic_wi4b32_afp32,
+                 "16x8": recipe.static_wi8_ai16,
+                 "int8-dynamic": recipe.dynamic_wi8_afp32}
+    if name not in functions:
+        raise Refused(f"unknown recipe '{name}'")
+    return functions[name]()
+
+
+def _calibration_data(float_path: str, cal_path: str) -> dict:
+    """The quantizer's calibration input: {signature: [{input name: one example}, ...]}."""
+    from ai_edge_litert import interpreter as litert
+
+    interp = litert.Interpreter(model_path=float_path)
+    signatures = interp.get_signature_list()
+    if not signatures:
+        raise Refused("the float model has no serving signature to calibrate through")
+    sig = next(iter(signatures))
+    names = list(signatures[sig]["inputs"])
+    if len(names) != 1:
+        raise Refused(f"static recipes are calibrated on one-input models; this one has {len(names)}")
+    runner = interp.get_signature_runner(sig)
+    want = runner.get_input_details()[names[0]]
+    x = np.load(cal_path, allow_pickle=False).astype(np.float32)
+    shape = [1, *list(want["shape"])[1:]]
+    return {sig: [{names[0]: x[i:i + 1].reshape(shape)} for i in range(len(x))]}
+
+
+def handle(req: dict) -> dict:
+    from ai_edge_quantizer import quantizer
+
+    try:
+        q = quantizer.Quantizer(req["float"], quantizer_recipe(req["recipe"]))
+        if q.need_calibration:
+            if not req.get("calibration"):
+                raise Refused("the recipe needs calibration data and none was given")
+            result = q.quantize(q.calibrate(_calibration_data(req["float"], req["calibration"])))
+        else:
+            result = q.quantize()
+    except Refused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the quantizer's refusal, said in one line
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise Refused(f"ai-edge-quantizer refused: {type(exc).__name__}: {text}"[:300]) from None
+    blob = result.quantized_model
+    if blob is None:
+        raise Refused("ai-edge-quantizer produced no model")
+    with open(req["out"], "wb") as f:
+        f.write(bytes(blob))
+    return {"ok": True, "size_bytes": len(blob)}
+
+
+if __name__ == "__main__":
+    sys.exit(serve_once(handle))

@@ -1,0 +1,132 @@
+"""Glue between the trace and the rest of the harness, so that wiring it in is a few lines:
+
+- ``add_parser(sub)`` / ``cmd_trace(args, device_options)``: ``qat-harness trace --models M
+  --devices D --out DIR`` (M: any model form ``run`` accepts, prepared the same way);
+- ``trace_prepared``: the trace of one prepared model (``preparation.PreparedModel``) on some
+  devices, into ``out/<model>/``; what the command and the automatic trace of a run both call;
+- ``needs_trace`` / ``TRACE_CLAIMS``: which claim verdicts of a run call for a trace;
+- ``trace_cell``: the trace of a layer-matrix probe's int8 model (no float .tflite there: the
+  device stages only) for a numeric WARN/FAIL cell, and ``cell_link`` for its entry.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qat_harness.trace.core import TraceResult, run_trace
+
+#: Claims whose WARN/FAIL, for a model x device, calls for an automatic trace (the
+#: cross-kernel claim joins this tuple once it exists).
+TRACE_CLAIMS = ("A2-agreement",)
+TRACE_VERDICTS = ("WARN", "FAIL")
+DEFAULT_EXAMPLES = 8
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The ``trace`` sub-command's parser; the caller adds the device options."""
+    tr = sub.add_parser("trace", help="per-layer trace: where int8 parts ways with float, and a device "
+                                      "with the reference kernels")
+    tr.add_argument("--models", type=lambda v: [s.strip() for s in v.split(",") if s.strip()], required=True,
+                    help="comma-separated, any form 'run' accepts")
+    tr.add_argument("--devices", type=lambda v: [s.strip() for s in v.split(",") if s.strip()], default=["cpu"])
+    tr.add_argument("--out", type=Path, default=None)
+    tr.add_argument("--input-size", type=int, default=None)
+    tr.add_argument("--dataset", default=None)
+    tr.add_argument("--variant", choices=("qat_int8", "ptq_int8", "int8"), default=None,
+                    help="the int8 model traced (default: the one a run judges; ptq_int8 isolates "
+                         "quantization from QAT fine-tuning)")
+    tr.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, help="inputs traced (default 8)")
+    tr.add_argument("--threshold-steps", type=float, default=2.0,
+                    help="int8 steps a device may differ from the reference kernels (default 2)")
+    tr.add_argument("--threshold-rel", type=float, default=0.1,
+                    help="relative error int8 vs float that counts as a departure (default 0.1)")
+    return tr
+
+
+def trace_prepared(prepared, devices: dict, out_dir: Path, n_examples: int = DEFAULT_EXAMPLES,
+                   variant: str | None = None, **thresholds) -> TraceResult:
+    """Trace one ``PreparedModel``: its int8 variant under test (or ``variant``) against its
+    float variant when it has one, on the first ``n_examples`` evaluation inputs."""
+    variant = variant or prepared.under_test
+    int8_path = prepared.variants.get(variant)
+    if int8_path is None:
+        raise ValueError(f"{prepared.label} has no {variant} variant ({', '.join(prepared.variants)})")
+    x = prepared.data.x_eval
+    x = [np.asarray(v[:n_examples]) for v in x] if isinstance(x, list) else np.asarray(x[:n_examples])
+    return run_trace(prepared.variants.get("float"), int8_path, x, devices, Path(out_dir),
+                     input_names=prepared.input_names, **thresholds)
+
+
+def cmd_trace(args, device_options: dict[str, dict[str, Any]] | None = None, progress=print) -> int:
+    from qat_harness.build.cache import ArtifactCache
+    from qat_harness.devices import registry
+    from qat_harness.preparation import DataOptions, prepare
+    from qat_harness.sources import parse_models
+
+    out = args.out or Path("reports") / "trace"
+    devices = {name: registry.create(name, **(device_options or {}).get(name, {})) for name in args.devices}
+    missing = {n: d.probe() for n, d in devices.items()}
+    missing = {n: a.reason for n, a in missing.items() if not a.available}
+    for name, reason in missing.items():
+        progress(f"{name}: not available ({reason}); left out of the trace")
+        devices.pop(name).close()
+    worst = 0
+    try:
+        for source in parse_models(args.models):
+            progress(f"{source.label}: preparing")
+            prepared = prepare(source, DataOptions(dataset=args.dataset), ArtifactCache(),
+                               out / "work" / _safe(source.label), progress, args.input_size)
+            result = trace_prepared(prepared, devices, out / _safe(source.label), args.examples,
+                                    args.variant, threshold_steps=args.threshold_steps,
+                                    threshold_rel=args.threshold_rel)
+            c = result.culprit
+            progress(f"{source.label}: " + (f"culprit op {c['op']} {c['opcode']} (layer {c['layer']}), stage "
+                                            f"{c['stage']}{' on ' + c['device'] if c.get('device') else ''}"
+                                            if c else "no culprit")
+                     + f" — {result.files.get('markdown')} ({result.seconds:.1f} s)")
+            worst = max(worst, 1 if c else 0)
+    finally:
+        for dev in devices.values():
+            dev.close()
+    return worst
+
+
+def needs_trace(claims: list, model: str, device: str) -> bool:
+    """True when a claim of ``TRACE_CLAIMS`` for this model and device is WARN or FAIL
+    (``claims``: ClaimResult objects or their dicts)."""
+    for c in claims:
+        d = c if isinstance(c, dict) else c.to_dict()
+        verdict = d["verdict"].value if hasattr(d["verdict"], "value") else str(d["verdict"])
+        if d["id"] in TRACE_CLAIMS and d["model"] == model and d["device"] == device and verdict in TRACE_VERDICTS:
+            return True
+    return False
+
+
+def trace_cell(model_path: Path, xq_or_x: np.ndarray, device_name: str, device, out_dir: Path,
+               **thresholds) -> TraceResult:
+    """A layer-matrix probe's numeric WARN/FAIL cell: its int8 model bisected on the device
+    against the reference kernels (``xq_or_x``: the probe's float inputs)."""
+    return run_trace(None, model_path, xq_or_x, {device_name: device}, Path(out_dir), **thresholds)
+
+
+def cell_link(entry_stages: dict, device_name: str, result: TraceResult, matrix_dir: Path) -> None:
+    """Put the trace's place and culprit on the cell ``<device>:numeric`` of a probe entry."""
+    cell = entry_stages.get(f"{device_name}:numeric")
+    if cell is None:
+        return
+    md = Path(result.files.get("markdown", ""))
+    try:
+        rel = md.relative_to(matrix_dir)
+    except ValueError:
+        rel = md
+    cell["trace"] = str(rel)
+    c = result.culprit
+    cell["trace_culprit"] = (f"op {c['op']} {c['opcode']} ({c['layer']}), {c['stage']}" if c else "none")

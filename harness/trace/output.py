@@ -1,0 +1,162 @@
+"""What a trace writes: ``trace.json`` (everything), ``trace.md`` (a table, one row per op),
+``trace.png`` (error against depth per stage) and node data for Google's Model Explorer
+(``ai-edge-model-explorer``).
+
+Model Explorer node data: one JSON file per measure, in the ``GraphNodeData`` shape of
+``model_explorer.node_data_builder`` — ``{"results": {<key>: {"value": v}}, "thresholds":
+[{"value": v, "bgColor": c}, ...]}`` — keyed by each op's output tensor name, which Model
+Explorer matches against a node's output ``tensor_name``. To see it::
+
+    pip install ai-edge-model-explorer
+    model-explorer int8.tflite --node_data_paths=DIR/trace_nodedata_quantization.json
+
+(or, in its web UI, open the model then "Add per-node data" and pick the file).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(result, out_dir: Path) -> Path:
+    path = Path(out_dir) / "trace.json"
+    path.write_text(json.dumps(_clean(result.to_dict()), indent=1))
+    return path
+
+
+def _fmt(v, spec=".2f"):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "inf"
+    return format(v, spec)
+
+
+def write_markdown(result, out_dir: Path) -> Path:
+    devices = list(result.devices)
+    lines = ["# Per-layer trace", "",
+             f"int8 model `{result.int8_path}`, float model `{result.float_path}`, {result.n_examples} example(s); "
+             f"thresholds: relative error {result.thresholds['threshold_rel']:g} (jump ×"
+             f"{result.thresholds['jump_factor']:g} over what the inputs carried), device "
+             f"{result.thresholds['threshold_steps']:g} int8 step(s) from the reference kernels.", ""]
+    c = result.culprit
+    if c:
+        lines.append(f"**Culprit: op {c['op']} {c['opcode']} (layer `{c['layer']}`), stage "
+                     f"**{c['stage']}**{' on ' + c['device'] if c.get('device') else ''}: {c['reason']}**")
+    else:
+        lines.append("**No culprit: every stage stays within its threshold.**")
+    lines.append("")
+    for name, b in result.devices.items():
+        lines.append(f"- {name}: {b.get('status')} — {b.get('reason', '')} ({len(b.get('runs', []))} run(s))")
+    for note in result.notes:
+        lines.append(f"- note: {note}")
+    lines += ["", "| op | opcode | layer | scale | int8 ref vs float: mean / max steps | rel | carried | "
+              + " | ".join(f"{d} vs ref: max steps" for d in devices) + " | verdict |",
+              "|" + "---|" * (8 + len(devices))]
+    for o in result.ops:
+        q = o.quant or {}
+        devs = []
+        for d in devices:
+            r = o.devices.get(d)
+            devs.append("–" if not r else ("error" if "error" in r and "max_steps" not in r
+                                           else _fmt(r.get("max_steps", r.get("max_rel")), "g")))
+        lines.append(f"| {o.index} | {o.opcode} | `{o.layer}` | {_fmt(o.scale, '.3g')} | "
+                     f"{_fmt(q.get('mean_steps'))} / {_fmt(q.get('max_steps'), '.1f')} | {_fmt(q.get('rel'), '.3f')} | "
+                     f"{_fmt(o.carried_rel, '.3f')} | " + " | ".join(devs) + f" | {o.verdict} |")
+    lines.append("")
+    path = Path(out_dir) / "trace.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_plot(result, out_dir: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    xs = [o.index for o in result.ops if o.quant and "rel" in o.quant]
+    ax1.plot(xs, [max(o.quant["rel"], 1e-6) for o in result.ops if o.quant and "rel" in o.quant],
+             "o-", ms=3, label="int8 (reference kernels) vs float: relative error")
+    ax1.plot(xs, [max(o.quant.get("mean_steps", 0), 1e-6) for o in result.ops if o.quant and "rel" in o.quant],
+             "s--", ms=3, label="… mean error in steps of the tensor's scale")
+    ax1.axhline(result.thresholds["threshold_rel"], color="grey", lw=0.8, ls=":")
+    if xs:
+        ax1.set_yscale("log")
+    else:
+        ax1.text(0.5, 0.5, "no float model: quantization stage not traced", ha="center",
+                 transform=ax1.transAxes, fontsize=8)
+    ax1.set_ylabel("quantization stage")
+    ax1.legend(fontsize=7)
+    for name in result.devices:
+        pts = sorted((o.index, o.devices[name].get("max_steps")) for o in result.ops
+                     if name in result.ops[o.index].devices and o.devices[name].get("max_steps") is not None)
+        if pts:
+            ax2.plot([p[0] for p in pts], [max(float(p[1]), 0.1) if p[1] != "inf" else 1e3 for p in pts],
+                     "o-", ms=4, label=f"{name} vs reference kernels (cuts)")
+    ax2.axhline(result.thresholds["threshold_steps"], color="grey", lw=0.8, ls=":")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("device stage: max int8 steps")
+    ax2.set_xlabel("op index (depth)")
+    if result.devices:
+        ax2.legend(fontsize=7)
+    if result.culprit:
+        for ax in (ax1, ax2):
+            ax.axvline(result.culprit["op"], color="red", lw=1)
+        ax1.set_title(f"culprit: op {result.culprit['op']} {result.culprit['opcode']} "
+                      f"({result.culprit['layer']}), stage {result.culprit['stage']}", fontsize=9)
+    fig.tight_layout()
+    path = Path(out_dir) / "trace.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _node_data(values: dict[str, float], thresholds: list[dict]) -> dict:
+    return {"results": {k: {"value": float(v)} for k, v in values.items()}, "thresholds": thresholds}
+
+
+def write_model_explorer(result, out_dir: Path) -> dict[str, Path]:
+    files = {}
+    rel = {o.tensor_name: o.quant["rel"] for o in result.ops
+           if o.quant and "rel" in o.quant and math.isfinite(o.quant["rel"])}
+    if rel:
+        t = result.thresholds["threshold_rel"]
+        data = _node_data(rel, [{"value": t / 2, "bgColor": "#c8e6c9"}, {"value": t, "bgColor": "#fff59d"},
+                                {"value": 1e30, "bgColor": "#ef9a9a"}])
+        path = Path(out_dir) / "trace_nodedata_quantization.json"
+        path.write_text(json.dumps(data, indent=1))
+        files["model_explorer_quantization"] = str(path)
+    for name in result.devices:
+        steps = {o.tensor_name: o.devices[name]["max_steps"] for o in result.ops
+                 if name in o.devices and isinstance(o.devices[name].get("max_steps"), (int, float))
+                 and math.isfinite(o.devices[name]["max_steps"])}
+        if steps:
+            t = result.thresholds["threshold_steps"]
+            data = _node_data(steps, [{"value": t, "bgColor": "#c8e6c9"}, {"value": 1e30, "bgColor": "#ef9a9a"}])
+            path = Path(out_dir) / f"trace_nodedata_{''.join(ch if ch.isalnum() else '_' for ch in name)}.json"
+            path.write_text(json.dumps(data, indent=1))
+            files[f"model_explorer_{name}"] = str(path)
+    return files
+
+
+def write_all(result, out_dir: Path) -> dict:
+    files = {"json": str(Path(out_dir) / "trace.json"), "markdown": str(write_markdown(result, out_dir))}
+    plot = write_plot(result, out_dir)
+    if plot:
+        files["plot"] = str(plot)
+    files.update(write_model_explorer(result, out_dir))
+    return files
