@@ -18,6 +18,7 @@ CLAIMS: dict[str, str] = {
     "C4-full-int": "The converter can produce full-integer models.",
     "C5-per-axis": "Per-axis quantization for convolutional layers, not per-tensor.",
     "C6-8bit-only": "TFLite supports 8-bit quantization only; other bit widths have no deployment path.",
+    "K1-cross-kernel": "A .tflite means the same on every kernel that loads it (XNNPACK, built-in, reference, OpenVINO).",
     "M1-api": "Keras Sequential and Functional models only; subclassed models not supported.",
     "M2-layers": "Models that use the allow-listed layers are supported.",
     "M3-bn-fold": "BatchNormalization is supported when it follows Conv2D or DepthwiseConv2D (folded).",

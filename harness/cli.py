@@ -113,6 +113,12 @@ def _add_run_arguments(r: argparse.ArgumentParser, out_help: str) -> None:
                    help="skip the C6 probe (4-bit QAT has no TFLite deployment path)")
     r.add_argument("--fail-on", choices=["never", "error", "fail", "warn"], default="error",
                    help="exit 1 when any verdict is at least this bad (default: error)")
+    r.add_argument("--recipes", default=None, metavar="NAMES",
+                   help="other quantization recipes applied to the float model, judged on every kernel: "
+                        "int4-weight, int4-dynamic, int4-blockwise, 16x8, fp16-weights, int8-dynamic, "
+                        "'default' (int4-weight,int4-blockwise) or 'all' (default: none)")
+    r.add_argument("--no-trace", action="store_true",
+                   help="do not trace a model x device whose int8/float agreement is not a PASS")
     r.add_argument("--cross-check", action="store_true",
                    help="also time the files with LiteRT's native benchmark tool and put its medians "
                         "beside the harness's (a difference above 5%% is flagged)")
@@ -191,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a nightly history.sqlite: the night-to-night noise it records widens "
                            "the latency gate's interval")
 
+    from qat_harness.trace import command as trace_command
+
+    _add_device_options(trace_command.add_parser(sub))
+
     hist = sub.add_parser("history", help="trends across nights: history.html and a text summary")
     hist.add_argument("folder", type=Path, help="the nightly folder (holding history.sqlite)")
     hist.add_argument("--out", type=Path, default=None, help="the page (default: FOLDER/history.html)")
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(["run", *(argv or [])])
         command = {"run": cmd_run, "devices": cmd_devices, "claims": cmd_claims,
                    "layers": cmd_layers, "compare": cmd_compare, "nightly": cmd_nightly,
-                   "history": cmd_history}[args.command]
+                   "history": cmd_history, "trace": cmd_trace}[args.command]
         with sigterm_as_interrupt():
             return command(args)
     except UsageError as exc:
@@ -274,6 +284,15 @@ def check_devices(names: list[str], given_options: dict, num_threads: int = 2):
     return per_device, opened
 
 
+def _recipes(text: str | None) -> list[str]:
+    from qat_harness.recipes.catalog import parse_recipes
+
+    try:
+        return parse_recipes(text)
+    except ValueError as exc:
+        raise UsageError(f"--recipes: {exc}") from None
+
+
 def run_options(args, out: Path):
     """The opened devices and the run's options from the parsed command line (``run`` and
     ``nightly`` alike)."""
@@ -305,7 +324,8 @@ def run_options(args, out: Path):
         bench=BenchSettings(warmup_runs=args.warmup, min_runs=args.min_runs,
                             min_seconds=args.min_seconds, num_threads=args.threads),
         cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=per_device,
-        check_bit_widths=not args.skip_bitwidth, cross_check=args.cross_check)
+        check_bit_widths=not args.skip_bitwidth, cross_check=args.cross_check,
+        recipes=_recipes(args.recipes), trace=not args.no_trace)
 
 
 def _check_weights(sources, weights: str | None) -> None:
@@ -512,6 +532,16 @@ def cmd_compare(args) -> int:
                                    history_db=args.history)
     print(compare.render_text(result))
     return EXIT_GATE if result["regressions"] else EXIT_OK
+
+
+def cmd_trace(args) -> int:
+    """Per-layer trace: exits 1 when it names a culprit (a layer where int8 parts ways)."""
+    from qat_harness.trace import command as trace_command
+
+    per_device, opened = check_devices(args.devices, device_option_values(args))
+    for dev in opened.values():
+        dev.close()
+    return EXIT_GATE if trace_command.cmd_trace(args, per_device, progress=_console().log) else EXIT_OK
 
 
 def cmd_history(args) -> int:

@@ -53,6 +53,8 @@ class RunOptions:
     build_timeout_s: float = 7200.0
     check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
     cross_check: bool = False          # time the files with LiteRT's native tool too
+    recipes: list[str] = dataclasses.field(default_factory=list)  # --recipes (recipes.catalog)
+    trace: bool = True                 # trace a model x device whose agreement is WARN/FAIL
 
     def __post_init__(self):
         # 0 is a value, never 'unset': refuse it rather than silently use the default
@@ -252,6 +254,28 @@ class ModelRun:
             self.on_device(dev_name, dev)
             self.report.mark_done(self.name, dev_name)
             self.report.save()
+        if self.opts.recipes:
+            self.recipes()
+            self.report.save()
+
+    def recipes(self) -> None:
+        """The recipe axis (``--recipes``): other quantization recipes applied to the float
+        model, on every kernel, with the cross-kernel claim (K1) and C6 judged against them."""
+        from qat_harness.recipes.stage import judge_recipes
+
+        if "float" not in self.model.variants:
+            self.report.note(self.name, "--recipes needs the float model: none was given")
+            return
+        data = self.model.data
+        calibration = take(data.x_train, 32) if data.x_train is not None else None
+        result = judge_recipes(self.name, Path(self.model.variants["float"]), self.opts.recipes,
+                               self.devices, self._eval_x(), self.cache.root, self.opts.num_threads,
+                               labels=self._eval_y() if data.labels_meaningful else None,
+                               calibration=calibration, use_cache=self.cache.enabled,
+                               progress=self.progress)
+        for claim in result.claims:
+            self.add(claim)
+        self.section.recipes = result
 
     def inspect(self) -> None:
         infos = {}
@@ -331,6 +355,23 @@ class ModelRun:
         self.report.save()
         self.progress(f"{self.name}: timing on {dev_name}")
         self._latency_claims(dev_name, dev, paths, section)
+        if self.opts.trace:
+            self._trace_if_it_disagrees(dev_name, dev, section)
+
+    def _trace_if_it_disagrees(self, dev_name: str, dev: Device, section: DeviceSection) -> None:
+        """Where int8 parts ways with float (A2 WARN/FAIL), say where: a per-layer trace."""
+        from qat_harness.trace import command as trace_command
+
+        if not trace_command.needs_trace(self.report.claims, self.name, dev_name):
+            return
+        self.progress(f"{self.name}: tracing on {dev_name} (agreement is not a PASS)")
+        try:
+            result = trace_command.trace_prepared(self.model, {dev_name: dev},
+                                                  self.opts.out / "trace" / _safe(self.name) / _safe(dev_name))
+        except Exception as exc:  # noqa: BLE001 - a trace explains a verdict; it never costs the run
+            self.report.note(self.name, f"the trace on {dev_name} failed: {type(exc).__name__}: {exc}")
+            return
+        section.trace = {"markdown": result.files.get("markdown"), "culprit": result.culprit}
 
     def _evaluate(self, dev: Device, paths: dict[str, Path], section: DeviceSection) -> dict:
         """Every variant on every evaluation example; every output kept (a device that drops

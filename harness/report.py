@@ -50,6 +50,7 @@ class DeviceSection:
     bench_details: dict | None = None
     speedup_qat_vs_float: RatioCI | None = None
     speedup_ptq_vs_float: RatioCI | None = None
+    trace: dict | None = None             # where int8 parts ways with float, when A2 is not a PASS
 
     def to_json(self) -> dict:
         return {"simulated": self.simulated, "delegation": plain(self.delegation),
@@ -59,7 +60,7 @@ class DeviceSection:
                            latency=self.latency, latency_raw_ms=self.latency_raw_ms,
                            first_invoke_ms=self.first_invoke_ms, bench_details=self.bench_details,
                            speedup_qat_vs_float=self.speedup_qat_vs_float,
-                           speedup_ptq_vs_float=self.speedup_ptq_vs_float)}
+                           speedup_ptq_vs_float=self.speedup_ptq_vs_float, trace=self.trace)}
 
 
 @dataclasses.dataclass
@@ -95,6 +96,7 @@ class ModelSection:
     devices: dict[str, DeviceSection] = dataclasses.field(default_factory=dict)
     oracle_error: str | None = None
     error: str | None = None
+    recipes: Any = None                     # recipes.stage.RecipeResults, with --recipes
 
     def to_json(self) -> dict:
         d = _present(description=self.description, config=self.config, dataset=self.dataset,
@@ -102,7 +104,7 @@ class ModelSection:
                      quantization=self.quantization, ptq_checks=self.ptq_checks)
         if self.devices:
             d["devices"] = {name: section.to_json() for name, section in self.devices.items()}
-        d.update(_present(oracle_error=self.oracle_error, error=self.error))
+        d.update(_present(oracle_error=self.oracle_error, error=self.error, recipes=self.recipes))
         return d
 
 

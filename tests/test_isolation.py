@@ -1,7 +1,6 @@
 """A runtime that crashes or hangs becomes a DeviceError with its signal or timeout; the
 harness process survives."""
 import os
-import sys
 import textwrap
 
 import numpy as np

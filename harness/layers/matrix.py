@@ -435,9 +435,23 @@ class MatrixRun:
         else:
             oracle_out, oracle_note = self._oracle_outputs(model_path, xq)
         for name in order:
-            out = self._on_device(entry, name, model_path, xq, keras_out, info, oracle_out, oracle_note)
+            out = self._on_device(entry, name, model_path, xq, keras_out, info, oracle_out, oracle_note, x)
             if name == self.oracle_name:
                 oracle_out = out
+
+    def _trace_cell(self, entry: dict, name: str, dev, model_path: Path, x) -> None:
+        """A numeric WARN/FAIL cell gets the trace that says at which op the device departs
+        from the reference kernels (a probe has no float .tflite: the device stage only)."""
+        from qat_harness.trace import command as trace_command
+
+        out = self.out_dir / "traces" / _safe(entry["name"]) / _safe(name)
+        try:
+            with self.device_locks[name]:
+                result = trace_command.trace_cell(model_path, x, name, dev, out)
+        except Exception as exc:  # noqa: BLE001 - a trace explains a cell; it never costs the matrix
+            entry["stages"][f"{name}:numeric"]["trace_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            return
+        trace_command.cell_link(entry["stages"], name, result, self.out_dir)
 
     def _oracle_outputs(self, model_path: Path, xq):
         if self.oracle is None:
@@ -448,7 +462,8 @@ class MatrixRun:
         except DeviceError as exc:
             return None, f"{self.oracle_name} failed: {exc.kind}: {exc.reason}"
 
-    def _on_device(self, entry, name, model_path, xq, keras_out, info, oracle_out, oracle_note) -> None:
+    def _on_device(self, entry, name, model_path, xq, keras_out, info, oracle_out, oracle_note,
+                   x=None) -> None:
         stages = entry["stages"]
         keys = [f"{name}:runs", f"{name}:delegated", f"{name}:numeric"]
         if name in self.unavailable:
@@ -473,6 +488,8 @@ class MatrixRun:
                              info.tensor(info.outputs[0]))
         stages[keys[2]] = cell
         entry["details"]["numeric"][name] = cell.get("details", {})
+        if cell["verdict"] in (WARN, FAIL) and x is not None and dev.role is not Role.ORACLE:
+            self._trace_cell(entry, name, dev, model_path, x)
         if run.simulated or dev.simulated:  # never let a simulator pass for hardware
             for k in keys:
                 stages[k]["reason"] += " [SIMULATED device]"

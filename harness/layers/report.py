@@ -181,6 +181,8 @@ def markdown(matrix: dict) -> str:
         for k in keys:
             cell = p["stages"].get(k)
             if cell:
-                out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}")
+                out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}"
+                           + (f" — [trace]({cell['trace']}): {_md_escape(cell.get('trace_culprit'))}"
+                              if cell.get("trace") else ""))
         out.append("")
     return "\n".join(out)
