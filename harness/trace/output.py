@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
+
+#: pyplot keeps global state: the layer matrix traces cells from several threads at once
+_PLOT_LOCK = threading.Lock()
 
 
 def _clean(v):
@@ -81,6 +85,11 @@ def write_markdown(result, out_dir: Path) -> Path:
 
 
 def write_plot(result, out_dir: Path) -> Path | None:
+    with _PLOT_LOCK:
+        return _write_plot(result, out_dir)
+
+
+def _write_plot(result, out_dir: Path) -> Path | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
