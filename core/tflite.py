@@ -41,25 +41,36 @@ class InvalidModel(Exception):
 
 
 # -- schema -----------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _schema():
-    """The generated schema module. Loaded from its file rather than via ``import
-    ai_edge_litert...``: the package ``__init__`` dlopens the whole LiteRT runtime."""
-    name = "ai_edge_litert.schema_py_generated"
-    if name in sys.modules:
-        return sys.modules[name]
-    pkg = importlib.util.find_spec("ai_edge_litert")  # locates without importing
+def schema_path() -> Path:
+    """ai-edge-litert's generated schema file, located without importing the package (its
+    ``__init__`` dlopens the whole LiteRT runtime)."""
+    pkg = importlib.util.find_spec("ai_edge_litert")
     if pkg is None or not pkg.submodule_search_locations:
         raise RuntimeError("ai-edge-litert is not installed: it provides the .tflite schema")
     for folder in pkg.submodule_search_locations:
         path = Path(folder) / "schema_py_generated.py"
         if path.is_file():
-            spec = importlib.util.spec_from_file_location("qat_harness._tflite_schema", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            module.flatbuffers = _checked_flatbuffers()  # this private copy reads through checks
-            return module
+            return path
     raise RuntimeError("ai-edge-litert has no schema_py_generated.py: unsupported version")
+
+
+def load_schema(module_name: str):
+    """A private copy of the schema module, loaded from ``schema_path()``."""
+    spec = importlib.util.spec_from_file_location(module_name, schema_path())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=1)
+def _schema():
+    """The schema module the reader uses: a private copy that reads through checks."""
+    name = "ai_edge_litert.schema_py_generated"
+    if name in sys.modules:
+        return sys.modules[name]
+    module = load_schema("qat_harness._tflite_schema")
+    module.flatbuffers = _checked_flatbuffers()  # this private copy reads through checks
+    return module
 
 
 # -- verification -----------------------------------------------------------------------------

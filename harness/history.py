@@ -62,7 +62,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with _readable(db_path):
-        conn = sqlite3.connect(db_path)
+        conn = sqlite3.connect(db_path, timeout=30)
         try:
             conn.executescript(SCHEMA)
             _add_missing_columns(conn)
@@ -73,6 +73,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # one process at a time looks and migrates: no double ALTER
     for table, column, sql_type in ADDED_COLUMNS:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:

@@ -203,12 +203,7 @@ sys.exit(cli.main(["nightly", "--out", sys.argv[1]]))
 """
 
 
-@pytest.mark.parametrize("history", [
-    "stagger",
-    pytest.param("together", marks=pytest.mark.xfail(
-        reason="history.sqlite: two processes creating its schema at once fail with 'duplicate "
-               "column name' (harness/history.py, owned by issue 12's work)", strict=False)),
-])
+@pytest.mark.parametrize("history", ["stagger", "together"])
 def test_two_nightlies_at_once_never_share_a_run_folder(tmp_path, history):
     script = tmp_path / "nightly.py"
     script.write_text(NIGHTLY_SCRIPT)

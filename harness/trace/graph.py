@@ -14,7 +14,6 @@ returns that tensor as an ordinary output.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -25,17 +24,9 @@ _TF_SUFFIX = re.compile(r"\d+$")
 
 
 def _schema():
-    """The schema module with its object API (the harness's own reader, ``core.tflite``,
-    loads a checked private copy without the writer's needs)."""
-    spec = importlib.util.find_spec("ai_edge_litert")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "schema_py_generated.py"
-        if path.is_file():
-            mspec = importlib.util.spec_from_file_location("qat_harness._trace_schema", path)
-            module = importlib.util.module_from_spec(mspec)
-            mspec.loader.exec_module(module)
-            return module
-    raise RuntimeError("ai-edge-litert is not installed: it provides the .tflite schema")
+    """The schema module with its object API and the real flatbuffers package, to write models
+    (the reader's copy, ``core.tflite``, reads through checks)."""
+    return tflite.load_schema("qat_harness._trace_schema")
 
 
 _SCHEMA = None
