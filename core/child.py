@@ -137,7 +137,8 @@ def run_child(module: str, request: dict, timeout_s: float, workdir: Path | None
                               + (f": {tail}" if tail else ""), kind="failed")
         response = json.loads(resp_path.read_text())
         if "error" in response:
-            raise DeviceError(response["error"], kind=response.get("kind", "failed"))
+            # a runtime message can span lines (LiteRT adds "Registration failed."): one line
+            raise DeviceError(" ".join(str(response["error"]).split()), kind=response.get("kind", "failed"))
         return response
 
 

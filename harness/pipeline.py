@@ -26,6 +26,7 @@ from qat_harness.sources import ModelSource, parse_models
 
 BENCH_LABELS = ("float", "qat_int8", "int8", "ptq_int8")
 VARIANT_ORDER = ("float", "qat_int8", "int8", "ptq_int8")
+STRUCTURE_CLAIMS = ("C1-size", "C4-full-int", "C5-per-axis", "M3-bn-fold")
 
 
 @dataclasses.dataclass
@@ -254,9 +255,24 @@ class ModelRun:
             self.on_device(dev_name, dev)
             self.report.mark_done(self.name, dev_name)
             self.report.save()
+        self._structure_needs_a_loadable_file()
         if self.opts.recipes:
             self.recipes()
             self.report.save()
+
+    def _structure_needs_a_loadable_file(self) -> None:
+        """The structure claims (C1, C4, C5, M3) read the flatbuffer; a file that parses but
+        that no device can load is not a deployable model, so it never keeps a PASS."""
+        failures = [self.section.devices[d].errors.get(f"run:{self.ut}") for d in self.devices
+                    if d in self.section.devices]
+        if not failures or not all(f and f.startswith("failed") for f in failures):
+            return
+        for i, claim in enumerate(self.report.run.claims):
+            if (claim.model == self.name and claim.device == "any" and claim.verdict is Verdict.PASS
+                    and claim.id in STRUCTURE_CLAIMS):
+                self.report.run.claims[i] = dataclasses.replace(
+                    claim, verdict=Verdict.ERROR,
+                    reason=f"{claim.reason}; but no device could load the file ({failures[0]})")
 
     def recipes(self) -> None:
         """The recipe axis (``--recipes``): other quantization recipes applied to the float

@@ -226,3 +226,30 @@ def test_packaged_conformance_tests_run_on_a_users_model_from_any_folder(user_mo
     assert outcomes.get("passed", 0) >= 5, result.stdout.str()[-3000:]
     assert outcomes.get("failed", 0) <= 1  # C1 may FAIL for a model this small: its size is mostly overhead
     result.stdout.fnmatch_lines(["PASSED *test_device_claim?cpu-A2-agreement?*", "FAILED *C1-size*"])
+
+
+def _with_op_version(path, tmp_path, version: int):
+    """The same model with its first operator code at a version LiteRT does not have: the
+    flatbuffer still parses, but no runtime can load it."""
+    import flatbuffers
+
+    from qat_harness.core import tflite
+
+    schema = tflite.load_schema("test_schema_writer")
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    model.operatorCodes[0].version = version
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = tmp_path / "unloadable_int8.tflite"
+    out.write_bytes(bytes(builder.Output()))
+    return out
+
+
+def test_a_file_that_parses_but_does_not_load_never_keeps_a_structure_pass(user_models, capsys, tmp_path):
+    int8, _, _ = user_models.classifier_pair()
+    unloadable = _with_op_version(int8, tmp_path, 99)
+    code, _, report = run(capsys, tmp_path, "--models", str(unloadable))
+    c4 = claim(report, "C4-full-int")
+    assert c4["verdict"] == "ERROR" and "no device could load the file" in c4["reason"], c4
+    error = report["models"][unloadable.name]["devices"]["cpu"]["errors"]["run:int8"]
+    assert "version" in error and "\n" not in error
