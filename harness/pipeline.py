@@ -20,7 +20,7 @@ from qat_harness.devices import registry as device_registry
 from qat_harness.devices.base import BenchSettings, Device, Role
 from qat_harness.environment import environment
 from qat_harness.preparation import DataOptions, PreparedModel, n_examples, prepare, take
-from qat_harness.report import ArtifactsInfo, DatasetInfo, DeviceSection, ModelSection, Report
+from qat_harness.report import ArtifactsInfo, DatasetInfo, DeviceSection, ModelSection, Report, safe_name
 from qat_harness.results import ClaimResult, Verdict
 from qat_harness.sources import ModelSource, parse_models
 
@@ -232,7 +232,7 @@ class ModelRun:
         data_opts = DataOptions(self.opts.dataset, self.opts.labels, self.opts.preprocess,
                                 self.opts.limit_per_class)
         self.model: PreparedModel = prepare(self.source, data_opts, self.cache,
-                                            self.opts.out / "work" / _safe(self.name), self.progress,
+                                            self.opts.out / "work" / safe_name(self.name), self.progress,
                                             size, self.opts.weights, self.opts.build_timeout_s)
         m = self.model
         self.ut = m.under_test
@@ -353,7 +353,7 @@ class ModelRun:
     def on_device(self, dev_name: str, dev: Device) -> None:
         section = self.section.devices.setdefault(dev_name, DeviceSection(simulated=dev.simulated))
         variants = [v for v in VARIANT_ORDER if v in self.infos]
-        workdir = self.opts.out / "work" / _safe(self.name) / dev_name
+        workdir = self.opts.out / "work" / safe_name(self.name) / dev_name
         workdir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for v in variants:
@@ -383,7 +383,7 @@ class ModelRun:
         self.progress(f"{self.name}: tracing on {dev_name} (agreement is not a PASS)")
         try:
             result = trace_command.trace_prepared(self.model, {dev_name: dev},
-                                                  self.opts.out / "trace" / _safe(self.name) / _safe(dev_name))
+                                                  self.opts.out / "trace" / safe_name(self.name) / safe_name(dev_name))
         except Exception as exc:  # noqa: BLE001 - a trace explains a verdict; it never costs the run
             self.report.note(self.name, f"the trace on {dev_name} failed: {type(exc).__name__}: {exc}")
             return
@@ -477,7 +477,7 @@ class ModelRun:
             extra["control_arm"] = control["what"]
             try:
                 ft_path, _ = dev.prepare(self.model.folder / control["file"],
-                                         self.opts.out / "work" / _safe(self.name) / dev_name)
+                                         self.opts.out / "work" / safe_name(self.name) / dev_name)
                 ft = dev.run(ft_path, self._inputs("float", self._eval_x()), self.opts.run_timeout_s).outputs
                 top1[control["variant"]] = np.argmax(ft.reshape(len(ft), -1), axis=-1)
             except DeviceError as exc:
@@ -571,7 +571,3 @@ _NO_FLOAT = ("no float reference to compare with: give it as --float-model FLOAT
              "--models int8.tflite=float.tflite")
 
 
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^\w.-]+", "_", name)

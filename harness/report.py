@@ -314,11 +314,11 @@ class Report:
         is left behind."""
         text = json.dumps(self.data, indent=2)
         try:
-            _write_atomically(self.json_path, text)
+            write_atomically(self.json_path, text)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
                 raise
-            _write_atomically(self.json_path, text)
+            write_atomically(self.json_path, text)
             raise
         self._keep_reserve(len(text))
 
@@ -373,7 +373,7 @@ class Report:
 
     def _write_markdown(self) -> None:
         self._release_reserve()  # the run is over: its reserve is the room report.md needs
-        _write_atomically(self.md_path, render_markdown(self.data))
+        write_atomically(self.md_path, render_markdown(self.data))
 
     def verdict_counts(self) -> dict[str, int]:
         counts = {v.value: 0 for v in Verdict}
@@ -382,7 +382,7 @@ class Report:
         return counts
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write ``path`` through a temporary file in its folder and rename it into place: the
     file is either the old one or the new one, and the temporary never outlives a failure."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
@@ -409,14 +409,23 @@ def format_measured(value) -> str:
     return str(value)
 
 
-def md_escape(text) -> str:
+def md_escape(text, underscores: bool = True) -> str:
     """User-controlled text (file and folder names, model names) as inert Markdown: no
-    headings, links, tables or HTML can be injected through a name."""
+    headings, links, tables or HTML can be injected through a name. ``underscores=False``
+    leaves '_' alone (snake_case names read better, and '_' can at worst emphasise)."""
     import html
     import re
 
-    text = re.sub(r"([\\`*_{}\[\]()#+!~])", r"\\\1", str(text))
+    specials = r"([\\`*_{}\[\]()#+!~])" if underscores else r"([\\`*{}\[\]()#+!~])"
+    text = re.sub(specials, r"\\\1", str(text if text is not None else ""))
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def safe_name(name: str) -> str:
+    """A model, device or probe name as one file-name component."""
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def device_label(claim: dict) -> str:

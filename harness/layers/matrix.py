@@ -38,6 +38,7 @@ from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.core.tflite import model_inputs, quantize_input
 from qat_harness.devices.base import Role
 from qat_harness.results import SEVERITY as _SEVERITY
+from qat_harness.report import safe_name
 from qat_harness.results import ClaimResult, Verdict, plain
 
 PASS, WARN, FAIL, SKIP, ERROR = (Verdict.PASS.value, Verdict.WARN.value, Verdict.FAIL.value,
@@ -366,7 +367,7 @@ class MatrixRun:
                  "description": task.description, "claims": list(task.claims), "source": task.source,
                  "stages": {}, "documented": None, "matches_documentation": None, "details": {}}
         stages = entry["stages"]
-        workdir = self.work / _safe(task.name)
+        workdir = self.work / safe_name(task.name)
         request = {**task.request, "workdir": str(workdir), "n_examples": self.n_examples}
         t0 = time.perf_counter()
         try:
@@ -444,7 +445,7 @@ class MatrixRun:
         from the reference kernels (a probe has no float .tflite: the device stage only)."""
         from qat_harness.trace import command as trace_command
 
-        out = self.out_dir / "traces" / _safe(entry["name"]) / _safe(name)
+        out = self.out_dir / "traces" / safe_name(entry["name"]) / safe_name(name)
         try:
             with self.device_locks[name]:
                 result = trace_command.trace_cell(model_path, x, name, dev, out)
@@ -471,7 +472,7 @@ class MatrixRun:
                 stages[k] = stage(SKIP, f"device not available: {self.unavailable[name]}")
             return None
         dev = self.devices[name]
-        workdir = model_path.parent / _safe(name)
+        workdir = model_path.parent / safe_name(name)
         workdir.mkdir(parents=True, exist_ok=True)
         try:
             with self.device_locks[name]:
@@ -497,8 +498,6 @@ class MatrixRun:
         return np.asarray(run.outputs)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def error_cells(matrix: dict) -> list[str]:

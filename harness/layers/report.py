@@ -4,9 +4,9 @@ stages with one symbol per verdict, the reasons below) and a compact console tab
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from qat_harness.report import md_escape, write_atomically
 
 SYMBOLS = {"PASS": "✓", "WARN": "~", "FAIL": "✗", "SKIP": "·", "ERROR": "E"}
 LEGEND = "✓ PASS, ~ WARN, ✗ FAIL, E ERROR (crash, timeout, broken probe), · SKIP (not reached or not applicable)"
@@ -14,20 +14,7 @@ _SHORT = {"runs": "run", "delegated": "deleg", "numeric": "num"}
 
 
 def write_json(matrix: dict, path: Path) -> None:
-    _write_atomically(Path(path), json.dumps(matrix, indent=1, default=str))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """The file is the old one or the new one; a failed write (a full disk) leaves no
-    temporary file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(Path(path), json.dumps(matrix, indent=1, default=str))
 
 
 def _probes(matrix: dict) -> list[dict]:
@@ -104,19 +91,12 @@ def _clip(text: str, n: int) -> str:
 
 
 def _md_escape(text) -> str:
-    """Probe names, user modules, layer names and reasons (which quote file paths and
-    exception text) as inert Markdown: no headings, links or HTML through a name."""
-    import html
-    import re
-
-    # as report.md_escape, but '_' stays: probe names are snake_case, and '_' cannot
-    # inject anything (at worst it emphasises)
-    text = re.sub(r"([\\`*{}\[\]()#+!~])", r"\\\1", str(text if text is not None else ""))
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+    # '_' stays: probe names are snake_case
+    return md_escape(text, underscores=False)
 
 
 def write_markdown(matrix: dict, path: Path) -> None:
-    _write_atomically(Path(path), markdown(matrix))
+    write_atomically(Path(path), markdown(matrix))
 
 
 def markdown(matrix: dict) -> str:

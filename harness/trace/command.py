@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qat_harness.report import safe_name
 from qat_harness.trace.core import TraceResult, run_trace
 
 #: Claims whose WARN/FAIL, for a model x device, calls for an automatic trace (the
@@ -26,8 +26,6 @@ TRACE_VERDICTS = ("WARN", "FAIL")
 DEFAULT_EXAMPLES = 8
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -83,8 +81,8 @@ def cmd_trace(args, device_options: dict[str, dict[str, Any]] | None = None, pro
         for source in parse_models(args.models):
             progress(f"{source.label}: preparing")
             prepared = prepare(source, DataOptions(dataset=args.dataset), ArtifactCache(),
-                               out / "work" / _safe(source.label), progress, args.input_size)
-            result = trace_prepared(prepared, devices, out / _safe(source.label), args.examples,
+                               out / "work" / safe_name(source.label), progress, args.input_size)
+            result = trace_prepared(prepared, devices, out / safe_name(source.label), args.examples,
                                     args.variant, threshold_steps=args.threshold_steps,
                                     threshold_rel=args.threshold_rel)
             c = result.culprit
