@@ -70,9 +70,14 @@ def child_command(module: str) -> list[str]:
     return [sys.executable, "-P", "-m", module]
 
 
+#: Set in every child's environment: the harness process the child must not outlive.
+PARENT_ENV = "QAT_HARNESS_PARENT_PID"
+
+
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = keras2.child_environment()
     env.update(extra or {})
+    env[PARENT_ENV] = str(os.getpid())
     return env
 
 
@@ -177,12 +182,35 @@ def stderr_tail(err: bytes | str, lines: int = 3, offset: int = 0) -> str:
 
 
 # -- child side ---------------------------------------------------------------------------------
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """Guard a child against outliving the harness. A harness killed by SIGKILL (an OOM killer,
+    ``kill -9``, a CI runner's hard stop) runs none of its handlers, and its children, in their
+    own sessions, would train or time on for minutes. A daemon thread notices the change of
+    parent (reparented to init or a subreaper) within ``poll_s`` and kills this child's process
+    group: the child and whatever it started (adb, a compiler). Only in a process the harness
+    started as a session leader: called in-process (tests), it does nothing."""
+    try:
+        parent = int(os.environ[PARENT_ENV])
+    except (KeyError, ValueError):
+        return
+    if os.getpid() != os.getpgrp():
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def serve_once(handler: Callable[[dict], dict], error_kind: str = "failed",
                describe: Callable[[BaseException], str] | None = None,
                argv: list[str] | None = None) -> int:
     """The ``__main__`` of a one-shot child: read the request file, call ``handler`` and write
     its dict (or ``{"error": one line, "kind": error_kind}``) to the response file."""
     argv = sys.argv[1:] if argv is None else argv
+    exit_with_parent()
     req_path, resp_path = Path(argv[0]), Path(argv[1])
     try:
         result = handler(json.loads(req_path.read_text()))
@@ -200,6 +228,7 @@ def serve_lines(handler: Callable[[dict, Callable[[dict], None]], dict],
                 describe: Callable[[BaseException], str] = lambda e: f"{type(e).__name__}: {e}") -> int:
     """The ``__main__`` of a long-lived child. File descriptor 1 is pointed at stderr at once,
     so whatever a library or a user's code prints can never corrupt the protocol."""
+    exit_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
 

@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 
-from qat_harness.build.artifacts import build_artifacts, describe_model, get_artifacts
+from qat_harness.build.artifacts import QatKerasModel, build_artifacts, describe_model, get_artifacts
 from qat_harness.build.cache import ArtifactCache
 from qat_harness.core import tflite
 from qat_harness.core.errors import UsageError
@@ -53,6 +53,7 @@ class PreparedModel:
     accuracy_skip: str | None = None    # why top-1 and agreement mean nothing here, if so
     notes: list[str] = dataclasses.field(default_factory=list)
     input_names: list[str] | None = None  # a Keras model's inputs in the data's order
+    qat_keras: QatKerasModel | None = None  # rebuilds the QAT Keras model (the trace's Keras stage)
 
 
 def prepare(source: ModelSource, data_opts: DataOptions, cache: ArtifactCache, workdir: Path,
@@ -83,7 +84,8 @@ def _registry(source, data_opts, cache, progress, input_size, weights, timeout_s
                 "accuracy mean nothing; give --weights and --dataset for real numbers")
     return PreparedModel(source.label, source, spec.description, dataclasses.asdict(cfg), data,
                          data.name, dict(artifacts.files), "qat_int8", artifacts.metrics,
-                         artifacts.folder, artifacts.from_cache, spec.has_batchnorm, skip)
+                         artifacts.folder, artifacts.from_cache, spec.has_batchnorm, skip,
+                         qat_keras=artifacts.qat_keras)
 
 
 def check_weights_apply(spec, weights: str | None) -> None:
@@ -143,7 +145,7 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
                          _accuracy_skip(data, has_float=True), list(signature.get("notes", [])),
-                         signature.get("input_names") or None)
+                         signature.get("input_names") or None, artifacts.qat_keras)
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -94,9 +94,10 @@ def ratio_of_medians_ci(numerator_ms, denominator_ms, confidence: float = 0.95,
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Proportion:
     if n == 0:
         return Proportion(None, None, None, 0)
-    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence,
-                                                               method="wilson")
-    return Proportion(successes / n, float(ci.low), float(ci.high), int(n), int(successes))
+    from qat_harness.evidence import wilson  # the one Wilson formula (SciPy-free, for the claims)
+
+    low, high = wilson(int(successes), int(n), float(stats.norm.ppf(0.5 + confidence / 2)))
+    return Proportion(successes / n, low, high, int(n), int(successes))
 
 
 def int8_step_difference(a: np.ndarray, b: np.ndarray) -> StepDifference:

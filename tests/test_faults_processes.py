@@ -58,6 +58,17 @@ def sleepy_modules(tmp_path, monkeypatch):
         open(os.environ["PIDFILE"], "w").write(str(os.getpid()))
         time.sleep(600)
     """))
+    (mods / "qat_sleepy_served.py").write_text(textwrap.dedent("""
+        import os, sys, time
+        from qat_harness.core.child import serve_once
+
+        def handle(req):
+            open(req["pidfile"], "w").write(str(os.getpid()))
+            time.sleep(600)
+            return {}
+
+        sys.exit(serve_once(handle))
+    """))
     monkeypatch.setenv("PYTHONPATH", str(mods) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return mods
 
@@ -126,6 +137,23 @@ def test_ctrl_c_while_a_serving_child_starts_kills_it(tmp_path, sleepy_modules):
     assert proc.wait(timeout=60) == 130
     time.sleep(0.2)
     assert not _alive(child)
+
+
+def test_a_harness_killed_by_sigkill_leaves_no_child_behind(tmp_path, sleepy_modules):
+    """SIGKILL runs no handler of the harness: the child notices its parent is gone."""
+    pidfile = tmp_path / "served.pid"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from qat_harness.core.child import run_child
+        run_child("qat_sleepy_served", {{"pidfile": {str(pidfile)!r}}}, 600)
+    """)])
+    child = int(_wait_for(pidfile))
+    assert _alive(child)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the child outlived a harness killed by SIGKILL"
 
 
 # -- 2: a json.py in the current folder ----------------------------------------------------------

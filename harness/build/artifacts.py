@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qat_harness.build.builder import QAT_WEIGHTS_FILE
 from qat_harness.build.cache import ArtifactCache, cache_key
 from qat_harness.core.child import run_child
 from qat_harness.core.errors import DeviceError, UsageError
@@ -20,6 +21,18 @@ BUILDER = "qat_harness.build.builder"
 VARIANTS = ("float", "ptq_int8", "qat_int8")
 
 
+@dataclasses.dataclass(frozen=True)
+class QatKerasModel:
+    """What rebuilds a build's QAT Keras model in a child (the trace's Keras stage): the
+    builder's source request and the weights it saved after QAT."""
+    source: dict
+    weights: Path
+
+    @property
+    def env(self) -> dict | None:
+        return user_env(self.source)
+
+
 @dataclasses.dataclass
 class Artifacts:
     model: str
@@ -27,6 +40,7 @@ class Artifacts:
     files: dict[str, Path]         # variant -> .tflite (only the ones that converted)
     metrics: dict                  # Keras accuracies, training record, conversion errors
     from_cache: bool
+    qat_keras: QatKerasModel | None = None
 
     def path(self, variant: str) -> Path | None:
         return self.files.get(variant)
@@ -71,7 +85,9 @@ def build_artifacts(label: str, source: dict, identity: dict, plan: dict, data: 
                                                        progress, timeout_s))
     metrics = json.loads((entry / "metrics.json").read_text())
     files = {v: entry / f"{v}.tflite" for v in VARIANTS if (entry / f"{v}.tflite").exists()}
-    return Artifacts(label, entry, files, metrics, from_cache)
+    weights = entry / QAT_WEIGHTS_FILE
+    qat_keras = QatKerasModel(source, weights) if weights.is_file() else None
+    return Artifacts(label, entry, files, metrics, from_cache, qat_keras)
 
 
 def describe_model(source: dict, workdir: Path, timeout_s: float = 1800.0) -> tuple[dict, Path | None]:

@@ -23,6 +23,11 @@ from qat_harness.core.child import report_progress, serve_once
 from qat_harness.core.errors import UsageError
 
 VARIANT_FILES = ("float", "ptq_int8", "qat_int8")
+#: The QAT Keras model's weights (fake-quant ranges included): with the source, the trace
+#: rebuilds the QAT Keras model and reads its layer outputs (the "conversion" stage: QAT Keras
+#: vs the int8 file). Weights, not a saved model: a user model's custom objects need no
+#: serialization, and loading never deserializes code.
+QAT_WEIGHTS_FILE = "qat_keras.weights.h5"
 #: The A1 control arm: the float model fine-tuned exactly like QAT (same epochs, learning
 #: rate, batch size, seed and data), so that "QAT int8 vs float" does not count QAT's extra
 #: training as a gain of quantization. Float32; not one of the variants under test.
@@ -117,6 +122,10 @@ def build(req: dict) -> dict:
     if labelled:
         metrics["qat_keras_accuracy"] = training.accuracy(qat_model, x_eval, y_eval)
     metrics["timings_s"]["qat"] = time.perf_counter() - t0
+    try:
+        qat_model.save_weights(str(folder / QAT_WEIGHTS_FILE))
+    except Exception as exc:  # noqa: BLE001 - the trace loses one stage; the build goes on
+        metrics["qat_weights_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
     jobs = {"float": (model, False), "ptq_int8": (model, True), "qat_int8": (qat_model, True)}
     if plan["qat_epochs"]:

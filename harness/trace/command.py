@@ -52,15 +52,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def trace_prepared(prepared, devices: dict, out_dir: Path, n_examples: int = DEFAULT_EXAMPLES,
                    variant: str | None = None, **thresholds) -> TraceResult:
     """Trace one ``PreparedModel``: its int8 variant under test (or ``variant``) against its
-    float variant when it has one, on the first ``n_examples`` evaluation inputs."""
+    float variant when it has one, and against its QAT Keras model when the build kept it, on
+    the first ``n_examples`` evaluation inputs."""
     variant = variant or prepared.under_test
     int8_path = prepared.variants.get(variant)
     if int8_path is None:
         raise ValueError(f"{prepared.label} has no {variant} variant ({', '.join(prepared.variants)})")
     x = prepared.data.x_eval
     x = [np.asarray(v[:n_examples]) for v in x] if isinstance(x, list) else np.asarray(x[:n_examples])
+    # the QAT Keras model is the twin of the QAT int8 file only
+    qat_keras = prepared.qat_keras if variant == "qat_int8" else None
     return run_trace(prepared.variants.get("float"), int8_path, x, devices, Path(out_dir),
-                     input_names=prepared.input_names, **thresholds)
+                     input_names=prepared.input_names, qat_keras=qat_keras, **thresholds)
 
 
 def cmd_trace(args, device_options: dict[str, dict[str, Any]] | None = None, progress=print) -> int:

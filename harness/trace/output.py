@@ -65,9 +65,11 @@ def write_markdown(result, out_dir: Path) -> Path:
         lines.append(f"- {name}: {b.get('status')} — {b.get('reason', '')} ({len(b.get('runs', []))} run(s))")
     for note in result.notes:
         lines.append(f"- note: {note}")
-    lines += ["", "| op | opcode | layer | scale | int8 ref vs float: mean / max steps | rel | carried | "
-              + " | ".join(f"{d} vs ref: max steps" for d in devices) + " | verdict |",
-              "|" + "---|" * (8 + len(devices))]
+    keras = result.keras_stage
+    keras_heads = ("QAT Keras vs float: rel | int8 ref vs QAT Keras: mean / max steps | " if keras else "")
+    lines += ["", "| op | opcode | layer | scale | " + keras_heads + "int8 ref vs float: mean / max steps | rel | "
+              "carried | " + "".join(f"{d} vs ref: max steps | " for d in devices) + "verdict |",
+              "|" + "---|" * (7 + len(devices) + (2 if keras else 0))]
     for o in result.ops:
         q = o.quant or {}
         devs = []
@@ -75,9 +77,14 @@ def write_markdown(result, out_dir: Path) -> Path:
             r = o.devices.get(d)
             devs.append("–" if not r else ("error" if "error" in r and "max_steps" not in r
                                            else _fmt(r.get("max_steps", r.get("max_rel")), "g")))
-        lines.append(f"| {o.index} | {o.opcode} | `{o.layer}` | {_fmt(o.scale, '.3g')} | "
+        keras_cells = ""
+        if keras:
+            k, c = o.keras_qat or {}, o.conversion or {}
+            keras_cells = (f"{_fmt(k.get('rel'), '.3f')} | {_fmt(c.get('mean_steps'))} / "
+                           f"{_fmt(c.get('max_steps'), '.1f')} | ")
+        lines.append(f"| {o.index} | {o.opcode} | `{o.layer}` | {_fmt(o.scale, '.3g')} | {keras_cells}"
                      f"{_fmt(q.get('mean_steps'))} / {_fmt(q.get('max_steps'), '.1f')} | {_fmt(q.get('rel'), '.3f')} | "
-                     f"{_fmt(o.carried_rel, '.3f')} | " + " | ".join(devs) + f" | {o.verdict} |")
+                     f"{_fmt(o.carried_rel, '.3f')} | " + "".join(f"{d} | " for d in devs) + f"{o.verdict} |")
     lines.append("")
     path = Path(out_dir) / "trace.md"
     path.write_text("\n".join(lines))
@@ -102,6 +109,13 @@ def _write_plot(result, out_dir: Path) -> Path | None:
              "o-", ms=3, label="int8 (reference kernels) vs float: relative error")
     ax1.plot(xs, [max(o.quant.get("mean_steps", 0), 1e-6) for o in result.ops if o.quant and "rel" in o.quant],
              "s--", ms=3, label="… mean error in steps of the tensor's scale")
+    if result.keras_stage:
+        kx = [o.index for o in result.ops if o.keras_qat and "rel" in o.keras_qat]
+        ax1.plot(kx, [max(result.ops[i].keras_qat["rel"], 1e-6) for i in kx], "^-", ms=3,
+                 label="QAT Keras (fake quant) vs float: relative error")
+        cx = [o.index for o in result.ops if o.conversion and o.conversion.get("mean_steps") is not None]
+        ax1.plot(cx, [max(result.ops[i].conversion["mean_steps"], 1e-6) for i in cx], "v:", ms=3,
+                 label="int8 (reference kernels) vs QAT Keras: mean steps (conversion)")
     ax1.axhline(result.thresholds["threshold_rel"], color="grey", lw=0.8, ls=":")
     if xs:
         ax1.set_yscale("log")
@@ -149,6 +163,16 @@ def write_model_explorer(result, out_dir: Path) -> dict[str, Path]:
         path = Path(out_dir) / "trace_nodedata_quantization.json"
         path.write_text(json.dumps(data, indent=1))
         files["model_explorer_quantization"] = str(path)
+    conversion = {o.tensor_name: o.conversion["mean_steps"] for o in result.ops
+                  if o.conversion and isinstance(o.conversion.get("mean_steps"), float)
+                  and math.isfinite(o.conversion["mean_steps"])}
+    if conversion:
+        t = result.thresholds["threshold_steps"]
+        data = _node_data(conversion, [{"value": t / 2, "bgColor": "#c8e6c9"}, {"value": t, "bgColor": "#fff59d"},
+                                       {"value": 1e30, "bgColor": "#ef9a9a"}])
+        path = Path(out_dir) / "trace_nodedata_conversion.json"
+        path.write_text(json.dumps(data, indent=1))
+        files["model_explorer_conversion"] = str(path)
     for name in result.devices:
         steps = {o.tensor_name: o.devices[name]["max_steps"] for o in result.ops
                  if name in o.devices and isinstance(o.devices[name].get("max_steps"), (int, float))
