@@ -11,14 +11,7 @@ from qat_harness.core import tflite
 from qat_harness.devices.base import Availability
 from qat_harness.devices.litert.cpu import CpuDevice
 from qat_harness.trace import graph, run_trace
-
-
-def _digits(n=64):
-    try:
-        from sklearn.datasets import load_digits
-        return (load_digits().images[:n, :, :, None] / 16.0).astype(np.float32)
-    except ImportError:
-        return np.random.default_rng(0).uniform(0, 1, (n, 8, 8, 1)).astype(np.float32)
+from trace_models import digits, outlier_classifier
 
 
 def _convert(model, x, folder, name):
@@ -36,22 +29,10 @@ def models(tmp_path_factory):
     import tf_keras as keras
 
     folder = tmp_path_factory.mktemp("trace-models")
-    x = _digits()
+    x = digits()
     keras.utils.set_random_seed(0)
 
-    # a digits classifier whose 'outlier' layer has one enormous value per example (a bias of
-    # 1000 on one of its 256 units): its int8 scale crushes every other value
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inp)
-    h = keras.layers.Flatten(name="flat")(h)
-    outlier = keras.layers.Dense(256, name="outlier")
-    h = outlier(h)
-    k, b = outlier.get_weights()
-    b[5] = 1000.0
-    outlier.set_weights([k, b])
-    h = keras.layers.Dense(32, activation="relu", name="hidden")(h)
-    out = keras.layers.Dense(10, name="logits")(h)
-    bad = keras.Model(inp, out, name="digits_outlier")
+    bad = outlier_classifier(keras)
 
     # the same shape of model without the outlier
     inp = keras.Input((8, 8, 1))

@@ -12,11 +12,7 @@ import pytest
 from qat_harness.build.artifacts import QatKerasModel
 from qat_harness.core import tflite
 from qat_harness.trace import graph, run_trace
-
-
-def _digits(n=64):
-    from sklearn.datasets import load_digits
-    return (load_digits().images[:n, :, :, None] / 16.0).astype(np.float32)
+from trace_models import digits, outlier_classifier
 
 
 def _files(model, x, folder, name):
@@ -44,19 +40,9 @@ def models(tmp_path_factory):
     import tf_keras as keras
 
     folder = tmp_path_factory.mktemp("trace-keras")
-    x = _digits()
+    x = digits()
     keras.utils.set_random_seed(0)
-    # one enormous value per example in 'outlier' (a bias of 1000 on one of its 256 units)
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inp)
-    h = keras.layers.Flatten(name="flat")(h)
-    outlier = keras.layers.Dense(256, name="outlier")
-    h = outlier(h)
-    k, b = outlier.get_weights()
-    b[5] = 1000.0
-    outlier.set_weights([k, b])
-    h = keras.layers.Dense(32, activation="relu", name="hidden")(h)
-    bad = keras.Model(inp, keras.layers.Dense(10, name="logits")(h), name="digits_outlier")
+    bad = outlier_classifier(keras)
 
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inp)
@@ -70,8 +56,8 @@ def models(tmp_path_factory):
 
 
 def _shift_bias(int8_path, layer: str, dest):
-    """A copy of the int8 file whose ``layer`` FULLY_CONNECTED bias is moved by a quarter of
-    the output range on every unit: what a converter that mis-folds a bias would write."""
+    """A copy of the int8 file whose ``layer`` FULLY_CONNECTED bias is moved by 64 steps of the
+    output scale on every unit: what a converter that mis-folds a bias would write."""
     s = graph.schema()
     import flatbuffers
 

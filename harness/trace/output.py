@@ -148,41 +148,37 @@ def _write_plot(result, out_dir: Path) -> Path | None:
     return path
 
 
-def _node_data(values: dict[str, float], thresholds: list[dict]) -> dict:
-    return {"results": {k: {"value": float(v)} for k, v in values.items()}, "thresholds": thresholds}
+GREEN, YELLOW, RED = "#c8e6c9", "#fff59d", "#ef9a9a"
+
+
+def _finite(values: dict[str, object]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _write_node_data(out_dir: Path, measure: str, values: dict[str, float], thresholds: list[tuple[float, str]],
+                     files: dict) -> None:
+    """One Model Explorer ``GraphNodeData`` file (``trace_nodedata_<measure>.json``)."""
+    if not values:
+        return
+    data = {"results": {k: {"value": v} for k, v in values.items()},
+            "thresholds": [{"value": v, "bgColor": c} for v, c in thresholds]}
+    path = Path(out_dir) / f"trace_nodedata_{''.join(ch if ch.isalnum() else '_' for ch in measure)}.json"
+    path.write_text(json.dumps(data, indent=1))
+    files[f"model_explorer_{measure}"] = str(path)
 
 
 def write_model_explorer(result, out_dir: Path) -> dict[str, Path]:
-    files = {}
-    rel = {o.tensor_name: o.quant["rel"] for o in result.ops
-           if o.quant and "rel" in o.quant and math.isfinite(o.quant["rel"])}
-    if rel:
-        t = result.thresholds["threshold_rel"]
-        data = _node_data(rel, [{"value": t / 2, "bgColor": "#c8e6c9"}, {"value": t, "bgColor": "#fff59d"},
-                                {"value": 1e30, "bgColor": "#ef9a9a"}])
-        path = Path(out_dir) / "trace_nodedata_quantization.json"
-        path.write_text(json.dumps(data, indent=1))
-        files["model_explorer_quantization"] = str(path)
-    conversion = {o.tensor_name: o.conversion["mean_steps"] for o in result.ops
-                  if o.conversion and isinstance(o.conversion.get("mean_steps"), float)
-                  and math.isfinite(o.conversion["mean_steps"])}
-    if conversion:
-        t = result.thresholds["threshold_steps"]
-        data = _node_data(conversion, [{"value": t / 2, "bgColor": "#c8e6c9"}, {"value": t, "bgColor": "#fff59d"},
-                                       {"value": 1e30, "bgColor": "#ef9a9a"}])
-        path = Path(out_dir) / "trace_nodedata_conversion.json"
-        path.write_text(json.dumps(data, indent=1))
-        files["model_explorer_conversion"] = str(path)
+    files: dict = {}
+    rel_t, steps_t = result.thresholds["threshold_rel"], result.thresholds["threshold_steps"]
+    _write_node_data(out_dir, "quantization", _finite({o.tensor_name: (o.quant or {}).get("rel") for o in result.ops}),
+                     [(rel_t / 2, GREEN), (rel_t, YELLOW), (1e30, RED)], files)
+    _write_node_data(out_dir, "conversion",
+                     _finite({o.tensor_name: (o.conversion or {}).get("mean_steps") for o in result.ops}),
+                     [(steps_t / 2, GREEN), (steps_t, YELLOW), (1e30, RED)], files)
     for name in result.devices:
-        steps = {o.tensor_name: o.devices[name]["max_steps"] for o in result.ops
-                 if name in o.devices and isinstance(o.devices[name].get("max_steps"), (int, float))
-                 and math.isfinite(o.devices[name]["max_steps"])}
-        if steps:
-            t = result.thresholds["threshold_steps"]
-            data = _node_data(steps, [{"value": t, "bgColor": "#c8e6c9"}, {"value": 1e30, "bgColor": "#ef9a9a"}])
-            path = Path(out_dir) / f"trace_nodedata_{''.join(ch if ch.isalnum() else '_' for ch in name)}.json"
-            path.write_text(json.dumps(data, indent=1))
-            files[f"model_explorer_{name}"] = str(path)
+        _write_node_data(out_dir, name, _finite({o.tensor_name: o.devices.get(name, {}).get("max_steps")
+                                                 for o in result.ops}), [(steps_t, GREEN), (1e30, RED)], files)
     return files
 
 
