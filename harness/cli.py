@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--list", action="store_true", help="list the built-in probes and exit")
     lay.add_argument("--probe-timeout", type=_at_least(1.0, float), default=None, metavar="SECONDS",
                      help="limit on one probe's QAT and conversion stages (default: 300)")
+    lay.add_argument("--recipes", default=None, metavar="NAMES",
+                     help="also apply these quantization recipes to each probe's float model and judge "
+                          "them per layer (weights in the recipe's width, runs, agreement with float and "
+                          "across kernels): int4-weight, int4-dynamic, int4-blockwise, 16x8, fp16-weights, "
+                          "int8-dynamic, 'default' or 'all' (default: none)")
     _add_device_options(lay)
 
     nightly = sub.add_parser("nightly", help="a run recorded in history and compared with the last one")
@@ -476,6 +481,7 @@ def cmd_layers(args) -> int:
     if args.list:
         print("\n".join(layers.available_probes()))
         return EXIT_OK
+    recipes = _recipes(args.recipes)
     per_device, opened = check_devices(args.devices, device_option_values(args))
     for dev in opened.values():
         dev.close()
@@ -484,9 +490,11 @@ def cmd_layers(args) -> int:
     if args.probe:
         print(f"qat-harness: warning: --probe imports and runs your code ({', '.join(args.probe)}) "
               f"from {Path.cwd()}, in a child process with your permissions", file=sys.stderr)
-    timeout = {"timeout_s": args.probe_timeout} if args.probe_timeout else {}
+    optional = {"timeout_s": args.probe_timeout} if args.probe_timeout else {}
+    if recipes:
+        optional["recipes"] = recipes
     result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
-                               progress=console.log, device_options=per_device, **timeout)
+                               progress=console.log, device_options=per_device, **optional)
     console.print(f"matrix: {out / 'layers.json'} and {out / 'layers.md'}")
     errors = layers.error_cells(result)
     if errors:

@@ -86,6 +86,25 @@ def test_a_refused_recipe_is_a_recorded_reason_not_a_crash(tmp_path, float_model
     assert not static.converted and "calibration" in static.error
 
 
+def test_a_static_recipe_calibrates_an_integer_input_with_integers(tmp_path, monkeypatch):
+    """An Embedding model takes int32 token ids: its calibration examples keep their dtype
+    (they were once cast to float32, and the quantizer refused). A relative cache folder works
+    too (the quantizer child runs in a folder of its own)."""
+    import tf_keras as keras
+    from qat_harness.build.convert import to_tflite
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(16, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    path = tmp_path / "embedding.tflite"
+    path.write_bytes(to_tflite(model, full_int8=False))
+    tokens = np.random.default_rng(0).integers(0, 16, (32, 6)).astype(np.int32)
+    monkeypatch.chdir(tmp_path)
+    art = apply_recipe(path, "16x8", Path("relative-cache"), calibration=tokens)
+    assert art.converted, art.error
+    assert art.path.is_absolute() and "int16" in _dtypes(art.path)
+
+
 def test_parse_recipes():
     assert parse_recipes(None) == [] and parse_recipes("none") == []
     assert parse_recipes("default") == list(catalog.DEFAULT_RECIPES)

@@ -1,5 +1,8 @@
 """Child-process side of the layer matrix: builds a probe model, takes it through the ``qat``
 and ``convert`` stages and writes the .tflite, its inputs and the QAT Keras model's outputs.
+When the request asks for ``float_model`` (the recipe axis, ``layers --recipes``), it also
+writes the probe's float .tflite (the Keras model before QAT, converted without quantization),
+the float model's outputs on the probe inputs and which Keras layers are under test.
 
 One child serves many probes (a TensorFlow import costs seconds, a probe about one): the
 parent (``harness.layers``) writes one JSON request per line on stdin; the child answers on
@@ -247,26 +250,39 @@ def train_one_step(qat, x) -> float:
 
 
 def run_probe(req: dict, emit) -> dict:
-    import numpy as np
     import tf_keras as keras
-
-    from qat_harness.build.convert import ConversionError, to_tflite
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(SEED)
     workdir = Path(req["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict = {"stages": {}, "timings": {}, "files": {}}
-    stages = result["stages"]
 
     emit({"event": "stage", "stage": "qat"})
     t0 = time.perf_counter()
     try:
         model, configs, label, int_high = load_probe(req)
     except ProbeBuildError as exc:
-        stages["qat"] = {"verdict": "ERROR", "reason": str(exc)}
+        result["stages"]["qat"] = {"verdict": "ERROR", "reason": str(exc)}
         return result
     result["layer"] = label
+    _qat_and_convert(req, emit, workdir, result, model, configs, int_high, t0)
+    if req.get("float_model"):
+        # After the int8 stages, which therefore never depend on the flag; QAT works on a
+        # clone, so ``model`` still holds the untouched float weights here.
+        emit({"event": "stage", "stage": "float"})
+        result["float"] = write_float_model(model, label, workdir, req.get("n_examples", 16), int_high)
+    return result
+
+
+def _qat_and_convert(req: dict, emit, workdir: Path, result: dict, model, configs: dict,
+                     int_high: int | None, t0: float) -> None:
+    """The ``qat`` and ``convert`` stages; fills ``result`` (stages, files, timings)."""
+    import numpy as np
+
+    from qat_harness.build.convert import ConversionError, to_tflite
+
+    stages = result["stages"]
     try:
         from qat_harness.build import tfmot_registry
         result["documented"] = tfmot_registry.document_model(model, configs)
@@ -280,21 +296,21 @@ def run_probe(req: dict, emit) -> dict:
         qat, notes = quantize(model, configs, user=req["kind"] == "user")
     except Exception as exc:  # noqa: BLE001 - tfmot refusing the layer is the finding
         stages["qat"] = {"verdict": "FAIL", "reason": f"QAT refused: {_qat_refusal(exc)}"}
-        return result
+        return
     try:
         x = make_inputs(qat, req.get("n_examples", 16), int_high)
         loss = train_one_step(qat, x)
     except ProbeBuildError as exc:
         stages["qat"] = {"verdict": "ERROR", "reason": str(exc)}
-        return result
+        return
     except Exception as exc:  # noqa: BLE001 - a QAT model that cannot train is the finding
         stages["qat"] = {"verdict": "FAIL", "reason": f"QAT model applied but one training step "
                                                       f"failed: {_line(exc)}"}
-        return result
+        return
     result["timings"]["qat_s"] = round(time.perf_counter() - t0, 3)
     if not np.isfinite(loss):
         stages["qat"] = {"verdict": "FAIL", "reason": f"one training step gave a non-finite loss ({loss})"}
-        return result
+        return
     if notes:
         stages["qat"] = {"verdict": "WARN", "reason": f"QAT applied, with tfmot warning: {notes[0]}"}
     else:
@@ -307,10 +323,10 @@ def run_probe(req: dict, emit) -> dict:
         blob = to_tflite(qat, full_int8=True, calibration=x)
     except ConversionError as exc:
         stages["convert"] = {"verdict": "FAIL", "reason": f"converter refused: {exc}"}
-        return result
+        return
     except Exception as exc:  # noqa: BLE001
         stages["convert"] = {"verdict": "FAIL", "reason": f"converter failed: {_line(exc)}"}
-        return result
+        return
     result["timings"]["convert_s"] = round(time.perf_counter() - t0, 3)
     stages["convert"] = {"verdict": "PASS", "reason": f"full-int8 .tflite, {len(blob)} bytes"}
     files = {"tflite": workdir / "model.tflite", "inputs": workdir / "inputs.npy",
@@ -322,7 +338,72 @@ def run_probe(req: dict, emit) -> dict:
         outputs = outputs[0]
     np.save(files["keras_outputs"], np.asarray(outputs, dtype=np.float32), allow_pickle=False)
     result["files"] = {k: str(v) for k, v in files.items()}
-    return result
+
+
+# -- the float model, for the recipe axis ---------------------------------------------------------
+def _converter_line(exc: BaseException) -> str:
+    """'ConverterError: <frozen runpy>:198:1: error: what' said as 'ConverterError: what'."""
+    text = str(exc)
+    kind, sep, rest = text.partition(": ")
+    if sep and " error: " in rest:
+        return f"{kind}: {rest.split(' error: ', 1)[1].strip()}"
+    return text
+
+
+def layers_under_test(model, label: str) -> list[dict]:
+    """Every Keras layer of the model (nested ones too) with its weight count and whether it
+    is under test: a layer whose class the probe's label names ('Conv2D+BatchNormalization'
+    names both; 'ReLU(max_value=6)' names ReLU). When the label names no class ('Sequential
+    model'), the whole model is under test."""
+    import re
+
+    named = set(re.findall(r"[A-Za-z_]\w*", label or ""))
+    layers = [l for l in _all_layers(model) if type(l).__name__ != "InputLayer"]
+    tested = {id(l) for l in layers if type(l).__name__ in named} or {id(l) for l in layers}
+    return [{"name": l.name, "class": type(l).__name__, "weights": len(l.weights),
+             "tested": id(l) in tested} for l in layers]
+
+
+def write_float_model(model, label: str, workdir: Path, n_examples: int, int_high: int | None) -> dict:
+    """The probe's float .tflite, the probe inputs and the float Keras model's outputs on them
+    (the seeded inputs of ``make_inputs``: the same values the int8 stages use). Never raises:
+    a refusal is the ``verdict``/``reason`` of the result."""
+    import numpy as np
+
+    from qat_harness.build.convert import ConversionError, to_tflite
+
+    out: dict = {"files": {}}
+    try:
+        out["layers"] = layers_under_test(model, label)
+    except Exception as exc:  # noqa: BLE001 - the weights stage then says it cannot tell
+        out["layers_error"] = _line(exc)
+    t0 = time.perf_counter()
+    try:
+        blob = to_tflite(model, full_int8=False)
+    except ConversionError as exc:
+        return {**out, "verdict": "FAIL", "reason": f"the float model does not convert: {_converter_line(exc)}"}
+    except Exception as exc:  # noqa: BLE001
+        return {**out, "verdict": "FAIL", "reason": f"the float conversion failed: {_line(exc)}"}
+    files = {"float_tflite": workdir / "float.tflite"}
+    files["float_tflite"].write_bytes(blob)
+    out["files"] = {"float_tflite": str(files["float_tflite"])}
+    single_io = len(getattr(model, "inputs", None) or [None]) == 1 and \
+        len(getattr(model, "outputs", None) or [None]) == 1
+    if single_io:  # the device adapters feed one input and read one output
+        try:
+            x = make_inputs(model, n_examples, int_high)
+            outputs = model.predict(x, verbose=0, batch_size=len(x))
+        except Exception as exc:  # noqa: BLE001
+            return {**out, "verdict": "ERROR", "reason": f"the float model cannot predict: {_line(exc)}"}
+        if isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        files["float_inputs"] = workdir / "float_inputs.npy"
+        files["float_outputs"] = workdir / "float_outputs.npy"
+        np.save(files["float_inputs"], x, allow_pickle=False)
+        np.save(files["float_outputs"], np.asarray(outputs, dtype=np.float32), allow_pickle=False)
+        out["files"] = {k: str(v) for k, v in files.items()}
+    return {**out, "verdict": "PASS", "seconds": round(time.perf_counter() - t0, 3),
+            "reason": f"float .tflite, {len(blob)} bytes"}
 
 
 # -- protocol -----------------------------------------------------------------------------------

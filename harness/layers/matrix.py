@@ -11,6 +11,10 @@ Stages, in order (keys of ``stages`` in layers.json):
   the device's delegate / accelerator took; its int8 outputs against the reference kernels
   (``cpu-ref``) and against the QAT Keras model, in int8 steps of the output scale.
 
+With ``recipes`` (``layers --recipes``), every probe also gets the quantization-recipe axis:
+``recipe_stages`` beside ``stages``, judged by ``layers.recipes`` (which layers take int4 weights,
+whether the kernels agree on the file).
+
 ``qat`` and ``convert`` run in a long-lived child process (``layers_child``) so a converter
 abort or a hang becomes an ERROR in that probe's cell; device runs go through the device
 adapters, which isolate themselves. Probes run ``workers`` at a time (one child each).
@@ -161,7 +165,7 @@ def bn_fold_stage(info, ti) -> dict:
                  unfolded_after=check.unfolded_after)
 
 
-def _device_error_verdict(exc) -> str:
+def device_error_verdict(exc) -> str:
     # A crash, a hang or a lost device is an ERROR; a runtime that refuses the model FAILs it.
     return ERROR if exc.kind in ("crash", "timeout", "offline", "missing-tool", "disk-full") else FAIL
 
@@ -234,7 +238,8 @@ def numeric_stage(role: Role, out: np.ndarray, oracle: np.ndarray | None, oracle
 # -- one probe ----------------------------------------------------------------------------------
 class MatrixRun:
     def __init__(self, tasks: list[Task], devices: list[str], out_dir: Path, progress,
-                 workers: int, timeout_s: float, n_examples: int, device_options: dict | None = None):
+                 workers: int, timeout_s: float, n_examples: int, device_options: dict | None = None,
+                 recipes: list[str] | None = None):
         from qat_harness.environment import environment
 
         self.tasks, self.device_names, self.out_dir = tasks, list(devices), Path(out_dir)
@@ -250,6 +255,8 @@ class MatrixRun:
         self.oracle_name = ""
         self.oracle_note = ""
         self.done = 0
+        self.recipes = list(recipes or [])
+        self.recipe_axis = None  # layers.recipes.RecipeAxis, made in open_devices
         self.matrix = {
             "schema_version": SCHEMA_VERSION, "tool": "qat-harness layers", "started": _now(),
             "finished": None, "status": "running", "environment": plain(environment(2)),
@@ -291,6 +298,37 @@ class MatrixRun:
         for name in self.device_names:
             keys += [f"{name}:runs", f"{name}:delegated", f"{name}:numeric"]
         self.matrix["stage_keys"] = keys
+        if self.recipes:
+            self._open_recipe_axis()
+
+    def _open_recipe_axis(self) -> None:
+        from qat_harness.build.cache import default_dir
+        from qat_harness.layers.recipes import RecipeAxis
+
+        skipped = {n: f"device not available: {why}" for n, why in self.unavailable.items()}
+        kernels = []
+        for name, dev in self.devices.items():
+            if dev.role is Role.OVERHEAD:
+                skipped[name] = f"{name} runs no kernel (it measures the harness's overhead)"
+            else:
+                kernels.append(name)
+        if self.oracle is not None and self.oracle_name not in kernels:
+            kernels.append(self.oracle_name)  # the reference kernels: always one of the kernels compared
+        simulated = {n for n, d in self.devices.items() if d.simulated}
+        self.recipe_axis = RecipeAxis(self.recipes, self.device_names, kernels, skipped, simulated,
+                                      self.run_file, default_dir() / "recipes", self.timeout_s)
+        self.matrix["recipe_axis"] = self.recipe_axis.describe()
+
+    def run_file(self, name: str, model_path: Path, inputs, workdir: Path):
+        """Run a .tflite on one device (or the reference kernels), isolated like every device
+        run: a DeviceError says why not."""
+        dev = self.devices.get(name) or (self.oracle if name == self.oracle_name else None)
+        if dev is None:
+            raise DeviceError(f"{name} is not open", kind="unsupported")
+        workdir.mkdir(parents=True, exist_ok=True)
+        with self.device_locks[name]:
+            path, _ = dev.prepare(model_path, workdir)
+            return dev.run(path, inputs, RUN_TIMEOUT_S)
 
     # the run
     def execute(self) -> dict:
@@ -356,11 +394,14 @@ class MatrixRun:
     def error_entry(self, task: Task, reason: str) -> dict:
         stages = {k: stage(SKIP, "not reached") for k in self.matrix["stage_keys"] if k != "bn_fold"}
         stages["qat"] = stage(ERROR, reason)
-        return {"name": task.name, "layer": task.layer, "group": task.group,
-                "description": task.description, "claims": list(task.claims), "source": task.source,
-                "stages": stages, "documented": None,
-                "matches_documentation": {"agrees": None, "note": "not comparable: " + reason},
-                "details": {}, "first_failure": "qat"}
+        entry = {"name": task.name, "layer": task.layer, "group": task.group,
+                 "description": task.description, "claims": list(task.claims), "source": task.source,
+                 "stages": stages, "documented": None,
+                 "matches_documentation": {"agrees": None, "note": "not comparable: " + reason},
+                 "details": {}, "first_failure": "qat"}
+        if self.recipe_axis is not None:
+            entry["recipe_stages"] = self.recipe_axis.every_cell(SKIP, f"not reached: {reason}")
+        return entry
 
     def probe(self, task: Task, child) -> dict:
         entry = {"name": task.name, "layer": task.layer, "group": task.group,
@@ -369,12 +410,27 @@ class MatrixRun:
         stages = entry["stages"]
         workdir = self.work / safe_name(task.name)
         request = {**task.request, "workdir": str(workdir), "n_examples": self.n_examples}
+        axis = self.recipe_axis
+        if axis is not None and axis.wants_float_model:
+            request["float_model"] = True
         t0 = time.perf_counter()
+        float_crash = None
         try:
             result = child.run(request, self.timeout_s)
         except ChildFailure as exc:
-            stages[exc.stage if exc.stage in ("qat", "convert") else "qat"] = stage(ERROR, exc.reason)
-            result = None
+            if exc.stage == "float":
+                # the float conversion took the child down after the int8 stages: those are
+                # redone without it (a fresh child), the recipe cells get the crash
+                float_crash = exc.reason
+                try:
+                    result = child.run({**request, "float_model": False}, self.timeout_s)
+                except ChildFailure as again:
+                    exc = again
+                    result = None
+            else:
+                result = None
+            if result is None:
+                stages[exc.stage if exc.stage in ("qat", "convert") else "qat"] = stage(ERROR, exc.reason)
         entry["details"]["child_s"] = round(time.perf_counter() - t0, 2)
         if result is not None:
             if result.get("error"):
@@ -389,7 +445,28 @@ class MatrixRun:
         self._after_convert(entry, result, has_bn)
         entry["matches_documentation"] = compare_with_documentation(entry)
         entry["first_failure"] = _first_failure(entry, self.matrix["stage_keys"])
+        if axis is not None:
+            entry["recipe_stages"] = self._recipe_stages(task, result, float_crash, workdir)
         return entry
+
+    def _recipe_stages(self, task: Task, result: dict | None, float_crash: str | None, workdir: Path) -> dict:
+        from qat_harness.layers.recipes import FLOAT_KEY
+
+        axis = self.recipe_axis
+        if float_crash:
+            cells = axis.every_cell(SKIP, "no float .tflite: its conversion crashed the probe child")
+            cells[FLOAT_KEY] = stage(ERROR, float_crash)
+            return cells
+        if result is None and axis.wants_float_model:
+            return axis.every_cell(SKIP, "no float .tflite: the probe child failed before it")
+        float_result = (result or {}).get("float")
+        if float_result is None and axis.wants_float_model:
+            why = (result or {}).get("error") or (result or {}).get("stages", {}).get("qat", {}).get("reason")
+            return axis.every_cell(SKIP, f"no float .tflite: the probe child stopped before it ({why})")
+        try:
+            return axis.judge(task.name, float_result, bool((result or {}).get("single_io", True)), workdir)
+        except Exception as exc:  # noqa: BLE001 - a harness bug costs the recipe cells, not the probe
+            return axis.every_cell(ERROR, f"harness error: {type(exc).__name__}: {exc}"[:300])
 
     def _after_convert(self, entry: dict, result: dict | None, has_bn: bool) -> None:
         from qat_harness.core import tflite as ti
@@ -479,7 +556,7 @@ class MatrixRun:
                 path, prepared = dev.prepare(model_path, workdir)
                 run = dev.run(path, xq, RUN_TIMEOUT_S)
         except DeviceError as exc:
-            stages[keys[0]] = stage(_device_error_verdict(exc), f"{exc.kind}: {exc.reason}")
+            stages[keys[0]] = stage(device_error_verdict(exc), f"{exc.kind}: {exc.reason}")
             stages[keys[1]] = stage(SKIP, "did not run")
             stages[keys[2]] = stage(SKIP, "did not run")
             return None
@@ -504,7 +581,8 @@ def error_cells(matrix: dict) -> list[str]:
     """'probe stage' for every ERROR cell (a crash, a hang, a broken probe): what makes the
     ``layers`` command exit non-zero."""
     return [f"{p['name']} {key}" for p in matrix.get("probes", []) if p
-            for key, cell in p.get("stages", {}).items() if cell.get("verdict") == ERROR]
+            for cells in (p.get("stages", {}), p.get("recipe_stages", {}))
+            for key, cell in cells.items() if cell.get("verdict") == ERROR]
 
 
 def _blocking(stages: dict) -> str | None:
@@ -525,7 +603,12 @@ def _first_failure(entry: dict, keys: list[str]) -> str | None:
 
 def _cell_summary(entry: dict) -> str:
     bad = [f"{k} {c['verdict']}" for k, c in entry["stages"].items() if c["verdict"] not in (PASS, SKIP)]
-    return "all PASS" if not bad else ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
+    text = "all PASS" if not bad else ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
+    recipes = entry.get("recipe_stages")
+    if recipes:
+        from qat_harness.layers.recipes import recipe_verdicts
+        text += "; recipes: " + ", ".join(f"{r} {v}" for r, v in recipe_verdicts(recipes).items())
+    return text
 
 
 # -- documentation ------------------------------------------------------------------------------
@@ -788,7 +871,8 @@ def _m5(matrix: dict) -> dict:
 # -- entry point --------------------------------------------------------------------------------
 def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user_probes=(),
                progress=None, workers: int | None = None, timeout_s: float = PROBE_TIMEOUT_S,
-               n_examples: int = N_EXAMPLES, device_options: dict | None = None) -> dict:
+               n_examples: int = N_EXAMPLES, device_options: dict | None = None,
+               recipes: list[str] | None = None) -> dict:
     """Run the probes (all built-in ones when ``layers`` is None, plus ``user_probes``, each
     ``module:function``) through every stage on ``devices``; write ``out_dir/layers.json``
     and ``out_dir/layers.md``; return the matrix (the layers.json content).
@@ -800,10 +884,14 @@ def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user
     end. Raises UsageError for unknown probes or devices, a malformed user probe reference
     or an unwritable folder. ``device_options`` maps a device name to the options it declares
     (see ``devices.registry.split_options``). An unavailable device gets SKIP cells with its
-    reason."""
+    reason. ``recipes`` (names of ``recipes.catalog``, e.g. ['int4-weight', '16x8']) adds the
+    recipe axis (see ``layers.recipes``); an unknown name is a UsageError."""
     from qat_harness.layers import report as layers_report
 
     tasks = _tasks(layers, user_probes)
+    if recipes:
+        from qat_harness.layers.recipes import check_recipes
+        recipes = check_recipes(recipes)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -818,7 +906,8 @@ def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user
             workers = int(os.environ.get("QAT_HARNESS_LAYER_WORKERS", default))
         except ValueError:
             raise UsageError("QAT_HARNESS_LAYER_WORKERS must be an integer") from None
-    run = MatrixRun(tasks, devices, out_dir, progress, workers, timeout_s, n_examples, device_options)
+    run = MatrixRun(tasks, devices, out_dir, progress, workers, timeout_s, n_examples, device_options,
+                    recipes)
     run.open_devices()
     matrix = run.execute()
     if progress:  # a person is watching (the CLI): the compact matrix goes to stdout

@@ -1,6 +1,7 @@
 """Writers for the layer matrix: ``layers.json`` (the matrix as data, rewritten atomically
 after every probe so an interrupted run keeps what it measured), ``layers.md`` (layers x
-stages with one symbol per verdict, the reasons below) and a compact console table."""
+stages with one symbol per verdict, the reasons below; with the recipe axis a second table,
+probes x recipes, one compact cell each) and a compact console table."""
 from __future__ import annotations
 
 import json
@@ -77,6 +78,10 @@ def render_table(matrix: dict) -> str:
     lines = [tabulate(body, headers=headers, tablefmt="simple"), "", LEGEND,
              "doc: in tfmot's registry (yes* = with a caveat); last column: = agrees with it, "
              "≠ differs (see layers.md), ? not comparable"]
+    if matrix.get("recipe_axis"):
+        header, body = recipe_rows(matrix)
+        lines += ["", recipe_title(matrix), tabulate(body, headers=header, tablefmt="simple"),
+                  RECIPE_LEGEND]
     claims = matrix.get("claims") or []
     if claims:
         lines.append("")
@@ -136,6 +141,9 @@ def markdown(matrix: dict) -> str:
     out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in body]
     out.append("")
 
+    if matrix.get("recipe_axis"):
+        out += recipe_section(matrix)
+
     differs = [p for p in probes if (p.get("matches_documentation") or {}).get("agrees") is False]
     out += ["## Where the measurement differs from tfmot's documentation", ""]
     if differs:
@@ -164,5 +172,132 @@ def markdown(matrix: dict) -> str:
                 out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}"
                            + (f" — [trace]({cell['trace']}): {_md_escape(cell.get('trace_culprit'))}"
                               if cell.get("trace") else ""))
+        recipe_keys = (matrix.get("recipe_axis") or {}).get("stage_keys", [])
+        for k in recipe_keys:
+            cell = (p.get("recipe_stages") or {}).get(k)
+            if cell:
+                out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}")
         out.append("")
     return "\n".join(out)
+
+
+# -- the recipe axis ----------------------------------------------------------------------------
+RECIPE_LEGEND = ("recipe cells: worst verdict, then the layer's weights as stored in the recipe's file "
+                 "(no weights: the layer has none), whether every device runs the file, top-1 agreement "
+                 "with the float model (per output position) and the largest error against it (share of "
+                 "float's largest output)")
+
+
+def _recipes(matrix: dict) -> list[str]:
+    return list((matrix.get("recipe_axis") or {}).get("recipes", {}))
+
+
+def recipe_title(matrix: dict) -> str:
+    axis = matrix.get("recipe_axis") or {}
+    version = axis.get("quantizer_version")
+    return (f"Recipes, by ai-edge-quantizer {version}" if version else
+            "Recipes (ai-edge-quantizer is not installed: pip install 'qat-harness[quantizer]')") + \
+        f"; kernels compared: {', '.join(axis.get('kernels', [])) or 'none'}"
+
+
+def recipe_cell(entry: dict, recipe: str, devices: list[str]) -> str:
+    """One probe x recipe in a few words: 'int4 · runs · agree 94% · err 6.4%',
+    'FAIL kernels disagree', 'SKIP quantizer missing'."""
+    cells = entry.get("recipe_stages") or {}
+    convert = cells.get(f"recipe:{recipe}:convert")
+    if convert is None:
+        return ""
+    float_cell = cells.get("recipe:float") or {}
+    verdicts = [c["verdict"] for k, c in cells.items() if _belongs(k, recipe) and c["verdict"] != "SKIP"]
+    symbol = SYMBOLS.get(_worst(verdicts), "·")
+    if convert["verdict"] == "SKIP":
+        if "not installed" in convert["reason"]:
+            return "· SKIP quantizer missing"
+        if float_cell.get("verdict") in ("FAIL", "ERROR"):
+            return f"{SYMBOLS[float_cell['verdict']]} no float model"
+        return "· SKIP"
+    if convert["verdict"] == "ERROR":
+        return "E ERROR quantizer crashed"
+    if convert["verdict"] != "PASS":
+        return f"{symbol} FAIL refused"
+    parts = [_weights_word(cells.get(f"recipe:{recipe}:weights") or {})]
+    device_cells = {d: cells.get(f"{d}:recipe:{recipe}") for d in devices}
+    broke = [d for d, c in device_cells.items() if c and c["verdict"] == "ERROR"]
+    refused = [d for d, c in device_cells.items() if c and c["verdict"] == "FAIL" and not c["reason"].startswith("ran")]
+    kernels = cells.get(f"recipe:{recipe}:kernels") or {}
+    if broke:
+        parts.append(f"ERROR {', '.join(broke)} crashed")
+    elif refused:
+        parts.append(f"FAIL {', '.join(refused)} refused")
+    elif kernels.get("verdict") == "FAIL":
+        parts.append("FAIL kernels disagree")
+    elif any(c and c["reason"].startswith("ran") for c in device_cells.values()):
+        parts.append("runs" + (" · kernels WARN" if kernels.get("verdict") == "WARN" else ""))
+    head = next((c["details"] for c in device_cells.values()
+                 if c and (c.get("details") or {}).get("float_agreement")), None)
+    if head:
+        parts.append(f"agree {_percent(head['float_agreement']['rate'])}")
+        rel = (head.get("float_difference") or {}).get("max_rel")
+        if rel is not None:
+            parts.append(f"err {rel:.1%}")
+    return f"{symbol} " + " · ".join(parts)
+
+
+def _percent(rate: float) -> str:
+    # 99.7% must not read as 100%
+    return "100%" if rate >= 1.0 else f"{rate:.1%}" if rate >= 0.99 else f"{rate:.0%}"
+
+
+def _belongs(key: str, recipe: str) -> bool:
+    return key.startswith(f"recipe:{recipe}:") or key.endswith(f":recipe:{recipe}")
+
+
+def _worst(verdicts: list[str]) -> str:
+    from qat_harness.results import Verdict
+
+    return Verdict.worst(verdicts or ["SKIP"]).value
+
+
+def _weights_word(cell: dict) -> str:
+    details = cell.get("details") or {}
+    expected = details.get("expected_dtype", "?")
+    if cell.get("verdict") == "PASS":
+        return expected
+    if cell.get("verdict") == "SKIP":
+        return "no weights" if str(cell.get("reason", "")).startswith("no weights") else "weights ?"
+    stored = sorted({t.get("dtype") or "missing" for t in details.get("tensors", [])})
+    return f"weights {'/'.join(stored)}" if stored else "weights ?"
+
+
+def recipe_rows(matrix: dict) -> tuple[list[str], list[list[str]]]:
+    recipes = _recipes(matrix)
+    devices = list(matrix.get("devices", {}))
+    body = [[p["name"], *[recipe_cell(p, r, devices) for r in recipes]] for p in _probes(matrix)]
+    return ["probe", *recipes], body
+
+
+def recipe_section(matrix: dict) -> list[str]:
+    """The '## Recipes' part of layers.md: what was asked, the thresholds, the table."""
+    axis = matrix.get("recipe_axis") or {}
+    th = axis.get("thresholds", {})
+    specs = axis.get("recipes", {})
+    out = ["## Recipes", "", _md_escape(recipe_title(matrix)) + ".", ""]
+    out += [f"- `{name}` ({_md_escape(spec.get('label'))}, {_md_escape(spec.get('kind'))}): "
+            f"{_md_escape(spec.get('description'))}" for name, spec in specs.items()]
+    out += ["", (f"Each recipe is applied by ai-edge-quantizer to the probe's float .tflite (the Keras model "
+                f"before QAT, converted without quantization) and the file is run on every kernel. "
+                f"`recipe:R:weights`: PASS when every weight tensor of the layer under test is stored in the "
+                f"recipe's width, WARN when some stay float (not quantized by this recipe), SKIP for a layer "
+                f"without weights. `DEV:recipe:R` and `recipe:R:kernels` are judged as the run judges "
+                f"K1-cross-kernel, top-1 taken over the channels of every output position (for a vector "
+                f"output: per input, as in the run): two kernels disagree (FAIL) when their top-1 agreement "
+                f"on the same file has "
+                f"a Wilson interval wholly below {th.get('kernel_agreement_fail', 0):.0%}, WARN below "
+                f"{th.get('kernel_agreement_pass', 0):.0%}; top-1 agreement with the float model is a WARN "
+                f"when its interval lies wholly below {th.get('float_agreement_warn_below', 0):.0%} "
+                f"(what C6 calls accurate). The largest error against float is reported, not judged."), ""]
+    header, body = recipe_rows(matrix)
+    out += ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in body]
+    out += ["", f"Legend: {LEGEND}; {RECIPE_LEGEND}.", ""]
+    return out

@@ -128,8 +128,11 @@ class RecipeArtifact:
 def _digest(float_path: Path, spec: RecipeSpec, calibration: np.ndarray | None, version: str) -> str:
     h = hashlib.sha256()
     h.update(Path(float_path).read_bytes())
-    h.update(json.dumps({"recipe": spec.to_dict(), "version": version,
-                         "catalog": CATALOG_VERSION}, sort_keys=True).encode())
+    from qat_harness.build.cache import source_digest
+
+    # the code that applies a recipe is part of what determines the file (or the refusal)
+    h.update(json.dumps({"recipe": spec.to_dict(), "version": version, "catalog": CATALOG_VERSION,
+                         "code": source_digest(("qat_harness.recipes.worker",))}, sort_keys=True).encode())
     if spec.needs_calibration and calibration is not None:
         arr = np.ascontiguousarray(calibration, dtype=np.float32)
         h.update(str(arr.shape).encode())
@@ -150,8 +153,8 @@ def apply_recipe(float_path: Path, recipe: str, cache_dir: Path,
     if spec.needs_calibration:
         if calibration is None:
             return RecipeArtifact(recipe, None, "a static recipe needs calibration inputs", quantizer_version=version)
-        calibration = np.asarray(calibration, dtype=np.float32)[:CALIBRATION_EXAMPLES]
-    cache_dir = Path(cache_dir)
+        calibration = np.asarray(calibration)[:CALIBRATION_EXAMPLES]
+    cache_dir = Path(cache_dir).resolve()  # the quantizer child works in a folder of its own
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = _digest(float_path, spec, calibration, version)
     model_path = cache_dir / f"{recipe}-{key}.tflite"

@@ -51,7 +51,8 @@ def _calibration_data(float_path: str, cal_path: str) -> dict:
         raise Refused(f"static recipes are calibrated on one-input models; this one has {len(names)}")
     runner = interp.get_signature_runner(sig)
     want = runner.get_input_details()[names[0]]
-    x = np.load(cal_path, allow_pickle=False).astype(np.float32)
+    # the input's own dtype: an Embedding model takes int32 token ids, not floats
+    x = np.load(cal_path, allow_pickle=False).astype(np.dtype(want["dtype"]))
     shape = [1, *list(want["shape"])[1:]]
     return {sig: [{names[0]: x[i:i + 1].reshape(shape)} for i in range(len(x))]}
 
