@@ -129,6 +129,24 @@ def _layer_entries(config: dict):
 
 
 # -- factories ------------------------------------------------------------------------------------
+def call_user_function(ref: str, error: type[Exception] = UsageError):
+    """Import the module of ``module:function`` and call the function with no argument: the
+    user's own code, run at the user's request. Returns ``(function, what it returned)``; any
+    failure is one line, raised as ``error``."""
+    module_name, _, func_name = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the user's module, by the user's request
+        raise error(f"{ref}: cannot import {module_name}: {_first_line(exc)}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise error(f"{ref}: {module_name} has no function {func_name}")
+    try:
+        return func, func()
+    except Exception as exc:  # noqa: BLE001
+        raise error(f"{ref} raised {_first_line(exc)}") from None
+
+
 def call_factory(ref: str):
     """Import ``module`` and call ``function()``: a tf_keras model, or (model, dataset) where
     the dataset is a dict with ``x`` (and optionally ``y``) arrays."""
@@ -137,25 +155,14 @@ def call_factory(ref: str):
     user_dir = os.environ.get(USER_DIR_ENV)
     if user_dir and user_dir not in sys.path:
         sys.path.append(user_dir)  # after the standard library: a json.py there shadows nothing
-    module_name, _, func_name = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the user's module, by the user's request
-        raise UsageError(f"{ref}: cannot import {module_name}: {_first_line(exc)}") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise UsageError(f"{ref}: {module_name} has no function {func_name}")
-    try:
-        returned = func()
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{ref} raised {_first_line(exc)}") from None
+    _, returned = call_user_function(ref)
     model, dataset = (returned if isinstance(returned, tuple) and len(returned) == 2 else (returned, None))
     if not isinstance(model, keras.Model):
         raise UsageError(f"{ref} returned {type(model).__name__}, not a tf_keras model "
                          "(build it with `import tf_keras as keras`)")
     if dataset is not None and not (isinstance(dataset, dict) and "x" in dataset):
         raise UsageError(f"{ref}: the dataset it returns must be a dict with an 'x' array (and 'y')")
-    origin = getattr(module, "__file__", None)
+    origin = getattr(sys.modules.get(ref.partition(":")[0]), "__file__", None)
     notes = [f"built by {ref} ({origin})"]
     return model, dataset, notes
 

@@ -103,19 +103,9 @@ def load_probe(req: dict):
         except Exception as exc:  # noqa: BLE001
             raise ProbeBuildError(f"probe builder raised {_line(exc)}") from None
         return model, {}, probe.layer, probe.int_high
-    module_name, _, func_name = req["ref"].partition(":")
-    import importlib
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the user's module, by the user's request
-        raise ProbeBuildError(f"cannot import {module_name}: {_line(exc)}") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ProbeBuildError(f"{module_name} has no function {func_name}")
-    try:
-        returned = func()
-    except Exception as exc:  # noqa: BLE001
-        raise ProbeBuildError(f"probe function {req['ref']} raised {_line(exc)}") from None
+    from qat_harness.build.keras_loading import call_user_function
+
+    func, returned = call_user_function(req["ref"], ProbeBuildError)
     configs = getattr(func, "quantize_configs", None)
     model = returned
     if isinstance(returned, tuple):
