@@ -546,10 +546,8 @@ def cmd_trace(args) -> int:
     """Per-layer trace: exits 1 when it names a culprit (a layer where int8 parts ways)."""
     from qat_harness.trace import command as trace_command
 
-    per_device, opened = check_devices(args.devices, device_option_values(args))
-    for dev in opened.values():
-        dev.close()
-    return EXIT_GATE if trace_command.cmd_trace(args, per_device, progress=_console().log) else EXIT_OK
+    _per_device, opened = check_devices(args.devices, device_option_values(args))
+    return EXIT_GATE if trace_command.cmd_trace(args, opened, progress=_console().log) else EXIT_OK
 
 
 def cmd_history(args) -> int:

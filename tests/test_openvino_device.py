@@ -223,3 +223,15 @@ def test_openvino_messages_are_summarized_to_the_line_that_says_what_failed():
                        "FrontEnd API failed with OpConversionFailure:\n"
                        "No translator found for BUCKETIZE node.\n\n")
     assert summarize(raw) == "No translator found for BUCKETIZE node."
+
+
+def test_a_model_with_two_inputs_is_refused_in_one_line(device, tiny_models):
+    """The worker feeds one input tensor: a list of two is refused before anything runs,
+    not stacked into one array (which fails, or feeds the wrong shape)."""
+    two = [np.zeros((2, 4), np.int8), np.zeros((2, 3), np.int8)]
+    with pytest.raises(DeviceError) as err:
+        device.run(tiny_models["int8"], two)
+    assert err.value.kind == "unsupported" and "one input" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DeviceError) as err:
+        device.benchmark({"int8": tiny_models["int8"]}, {"int8": two}, BenchSettings())
+    assert err.value.kind == "unsupported"

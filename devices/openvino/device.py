@@ -17,7 +17,7 @@ import numpy as np
 
 from qat_harness.core.child import run_child
 from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation, Device,
-                                      DeviceError, DeviceOption, Role, RunResult)
+                                      DeviceError, DeviceOption, Role, RunResult, single_input)
 from qat_harness.devices.openvino.targets import TARGETS, is_listed, normalize_target, role_for
 
 WORKER = "qat_harness.devices.openvino.worker"
@@ -125,9 +125,10 @@ class OpenVinoDevice(Device):
 
     def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
         self._check_runnable()
+        x = single_input(inputs, self.name)
         with tempfile.TemporaryDirectory(prefix="qat-openvino-") as tmp:
             in_path, out_path = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-            np.save(in_path, np.asarray(inputs), allow_pickle=False)
+            np.save(in_path, x, allow_pickle=False)
             resp = run_child(WORKER, {"mode": "run", "target": self.target, "num_threads": self.num_threads,
                                       "model": str(Path(model_path).resolve()),
                                       "inputs": str(in_path), "outputs": str(out_path)}, timeout_s)
@@ -144,8 +145,8 @@ class OpenVinoDevice(Device):
             inputs = {}
             for label in models:
                 inputs[label] = str(Path(tmp) / f"{label}.npy")
-                np.save(inputs[label], sample[label] if isinstance(sample, dict) else sample,
-                        allow_pickle=False)
+                np.save(inputs[label], single_input(sample[label] if isinstance(sample, dict) else sample,
+                                                    self.name), allow_pickle=False)
             resp = run_child(WORKER, {"mode": "bench", "target": self.target,
                                       "num_threads": settings.num_threads,
                                       "models": {k: str(Path(v).resolve()) for k, v in models.items()},

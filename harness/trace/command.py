@@ -1,6 +1,6 @@
 """Glue between the trace and the rest of the harness, so that wiring it in is a few lines:
 
-- ``add_parser(sub)`` / ``cmd_trace(args, device_options)``: ``qat-harness trace --models M
+- ``add_parser(sub)`` / ``cmd_trace(args, devices)``: ``qat-harness trace --models M
   --devices D --out DIR`` (M: any model form ``run`` accepts, prepared the same way);
 - ``trace_prepared``: the trace of one prepared model (``preparation.PreparedModel``) on some
   devices, into ``out/<model>/``; what the command and the automatic trace of a run both call;
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from qat_harness.report import safe_name
 from qat_harness.trace.core import TraceResult, run_trace
 
 #: Claims whose WARN/FAIL, for a model x device, calls for an automatic trace (the
@@ -66,19 +64,14 @@ def trace_prepared(prepared, devices: dict, out_dir: Path, n_examples: int = DEF
                      input_names=prepared.input_names, qat_keras=qat_keras, **thresholds)
 
 
-def cmd_trace(args, device_options: dict[str, dict[str, Any]] | None = None, progress=print) -> int:
+def cmd_trace(args, devices: dict, progress=print) -> int:
+    """``devices``: the opened devices (name -> Device), every one available; closed here."""
     from qat_harness.build.cache import ArtifactCache
-    from qat_harness.devices import registry
     from qat_harness.preparation import DataOptions, prepare
+    from qat_harness.report import safe_name
     from qat_harness.sources import parse_models
 
     out = args.out or Path("reports") / "trace"
-    devices = {name: registry.create(name, **(device_options or {}).get(name, {})) for name in args.devices}
-    missing = {n: d.probe() for n, d in devices.items()}
-    missing = {n: a.reason for n, a in missing.items() if not a.available}
-    for name, reason in missing.items():
-        progress(f"{name}: not available ({reason}); left out of the trace")
-        devices.pop(name).close()
     worst = 0
     try:
         for source in parse_models(args.models):

@@ -114,21 +114,17 @@ class TraceResult:
 
 
 # -- the child runs -----------------------------------------------------------------------------
-def _trace_child(model: Path, inputs: list[np.ndarray], resolver: str, tensors: list[int],
-                 tmp: Path, tag: str, timeout_s: float) -> dict[int, np.ndarray]:
+def _trace_child(model: Path, input_tensors: list[int], inputs: list[np.ndarray], resolver: str,
+                 tensors: list[int], tmp: Path, tag: str, timeout_s: float) -> dict[int, np.ndarray]:
     in_path, out_path = tmp / f"{tag}-in.npz", tmp / f"{tag}-out.npz"
     np.savez(in_path, **{f"in_{i}": x for i, x in enumerate(inputs)})
     run_child(WORKER, {"model": str(Path(model).resolve()), "inputs": str(in_path),
                        "out": str(out_path), "resolver": resolver, "tensors": tensors}, timeout_s)
     with np.load(out_path, allow_pickle=False) as npz:
         values = {int(k[1:]): npz[k] for k in npz.files}
-    for i, x in zip(_input_tensors(model), inputs):
+    for i, x in zip(input_tensors, inputs):
         values.setdefault(i, x)
     return values
-
-
-def _input_tensors(model: Path) -> list[int]:
-    return tflite.inspect_model(model).inputs
 
 
 def _as_list(x) -> list[np.ndarray]:
@@ -274,8 +270,6 @@ class _Bisector:
             at_end = self.measure(last)
         if at_end is None:
             return {"status": "error", "reason": self.runs[-1]["error"], "runs": self.runs}
-        if cannot is not None:
-            self.limit = {"cannot_run_from_op": cannot, "reason": self.runs[0].get("error")}
         if not at_end:
             where = "the output is" if cannot is None else (
                 f"op {last}'s output (the last it can run: cuts from op {cannot} fail: "
@@ -353,7 +347,7 @@ def keras_value_per_op(info: tflite.ModelInfo, values: KerasValues) -> dict[int,
             value = values.by_layer.get(layer)
             if value is None or layer in claimed:
                 continue
-            if value[0].size != graph._size(ti.shape):  # noqa: SLF001 - a different part of the layer
+            if value[0].size != graph.element_count(ti.shape):  # a different part of the layer
                 continue
             claimed.add(layer)
         out[op.index] = value
@@ -391,11 +385,11 @@ def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir
     with tempfile.TemporaryDirectory(prefix="qat-trace-") as tmp_name:
         tmp = Path(tmp_name)
         with ThreadPoolExecutor(max_workers=3) as pool:
-            ref_job = pool.submit(_trace_child, int8_path, xq, "ref", op_tensors, tmp, "int8", timeout_s)
+            ref_job = pool.submit(_trace_child, int8_path, info.inputs, xq, "ref", op_tensors, tmp, "int8", timeout_s)
             flt_job = keras_job = None
             if finfo is not None:
                 wanted = sorted({v for v in matches.values() if v not in finfo.inputs})
-                flt_job = pool.submit(_trace_child, Path(float_path), xf, "builtin", wanted, tmp, "float", timeout_s)
+                flt_job = pool.submit(_trace_child, Path(float_path), finfo.inputs, xf, "builtin", wanted, tmp, "float", timeout_s)
             if qat_keras is not None:
                 keras_job = pool.submit(_keras_child, qat_keras, x, _keras_layers_wanted(info),
                                         len(info.outputs), tmp, timeout_s)
@@ -405,7 +399,7 @@ def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir
             except DeviceError as exc:
                 # LiteRT's reference kernels abort on some int8 graphs (an int8 SOFTMAX whose
                 # output is not quantized as 1/256, -128): the builtin kernels stand in
-                ref = _trace_child(int8_path, xq, "builtin", op_tensors, tmp, "int8b", timeout_s)
+                ref = _trace_child(int8_path, info.inputs, xq, "builtin", op_tensors, tmp, "int8b", timeout_s)
                 reference = "LiteRT builtin kernels without delegates (the reference kernels failed)"
                 notes.append(f"the reference kernels failed on this model ({exc.kind}: {exc.reason[:120]}); "
                              "the int8 values are LiteRT's builtin (optimized, non-delegated) kernels'")
@@ -425,10 +419,11 @@ def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir
         if not keras_per_op and qat_keras is None:
             notes.append(NO_KERAS_NOTE)
 
-        ops = _quantization_stage(info, finfo, matches, ref, flt, n)
-        _keras_stages(ops, info, keras_per_op, flt, matches, ref, n)
         producers = info.producers()
+        # op index -> the ops that produce its inputs
         upstream = {op.index: [producers[i] for i in op.inputs if i >= 0 and i in producers] for op in info.ops}
+        ops = _quantization_stage(info, finfo, matches, ref, flt, n, upstream)
+        _keras_stages(ops, info, keras_per_op, flt, matches, ref, n, upstream)
         qculprit = _int8_culprit(ops, threshold_rel, jump_factor, threshold_steps, bool(keras_per_op), upstream)
 
         bisections = {}
@@ -461,8 +456,7 @@ def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir
     return result
 
 
-def _quantization_stage(info, finfo, matches, ref, flt, n) -> list[OpTrace]:
-    producers = info.producers()
+def _quantization_stage(info, finfo, matches, ref, flt, n, upstream: dict[int, list[int]]) -> list[OpTrace]:
     ops: list[OpTrace] = []
     for op in info.ops:
         t = next((o for o in op.outputs if o >= 0), None)
@@ -477,29 +471,26 @@ def _quantization_stage(info, finfo, matches, ref, flt, n) -> list[OpTrace]:
             if fvalue is not None:
                 rec.float_tensor = finfo.tensor(ft).name
                 rec.quant = quant_error(ref[t], fvalue, ti, n)
-        rec.carried_rel = _carried(ops, producers, op, "quant", "carried_rel")
+        rec.carried_rel = _carried(ops, upstream[op.index], "quant", "carried_rel")
         ops.append(rec)
     return ops
 
 
-def _carried(ops: list[OpTrace], producers: dict, op, measure: str, carried_attr: str) -> float:
+def _carried(ops: list[OpTrace], producer_ops: list[int], measure: str, carried_attr: str) -> float:
     """The largest relative error of ``measure`` that the op's inputs bring; a producer without
     the measure passes on what it carried itself."""
     values = []
-    for i in op.inputs:
-        if i < 0 or i not in producers:
-            continue
-        p = ops[producers[i]]
-        m = getattr(p, measure)
-        values.append(m.get("rel", 0.0) if m and "rel" in m else getattr(p, carried_attr))
+    for k in producer_ops:
+        m = getattr(ops[k], measure)
+        values.append(m.get("rel", 0.0) if m and "rel" in m else getattr(ops[k], carried_attr))
     return float(max(values)) if values else 0.0
 
 
-def _keras_stages(ops: list[OpTrace], info, keras_per_op: dict[int, np.ndarray], flt, matches, ref, n) -> None:
+def _keras_stages(ops: list[OpTrace], info, keras_per_op: dict[int, np.ndarray], flt, matches, ref, n,
+                  upstream: dict[int, list[int]]) -> None:
     """QAT Keras vs float (quantization) and the int8 file vs QAT Keras (conversion), per op."""
     if not keras_per_op:
         return
-    producers = info.producers()
     for op in info.ops:
         rec = ops[op.index]
         value = keras_per_op.get(op.index)
@@ -510,8 +501,8 @@ def _keras_stages(ops: list[OpTrace], info, keras_per_op: dict[int, np.ndarray],
                 rec.keras_qat = quant_error(value, flt[ft], ti, n)
             if rec.tensor in ref:
                 rec.conversion = quant_error(ref[rec.tensor], value, ti, n)
-        rec.carried_keras_rel = _carried(ops, producers, op, "keras_qat", "carried_keras_rel")
-        rec.carried_conversion_rel = _carried(ops, producers, op, "conversion", "carried_conversion_rel")
+        rec.carried_keras_rel = _carried(ops, upstream[op.index], "keras_qat", "carried_keras_rel")
+        rec.carried_conversion_rel = _carried(ops, upstream[op.index], "conversion", "carried_conversion_rel")
 
 
 def _appears_here(m: dict | None, carried: float, threshold_rel: float, jump_factor: float,

@@ -77,13 +77,13 @@ def match_tensors(int8: tflite.ModelInfo, flt: tflite.ModelInfo) -> dict[int, in
     float_tensors: list[tuple[int, int]] = [(-1, t) for t in flt.inputs]
     float_tensors += [(op.index, t) for op in flt.ops for t in op.outputs if t >= 0]
     meta = {t: (set(layer_names(flt.tensor(t).name)), primary_layer(flt.tensor(t).name),
-                _size(flt.tensor(t).shape)) for _, t in float_tensors}
+                element_count(flt.tensor(t).shape)) for _, t in float_tensors}
     matches: dict[int, int] = {}
     last = -1
     int8_items = [(-1, t) for t in int8.inputs] + [(op.index, t) for op in int8.ops for t in op.outputs if t >= 0]
     for op_index, t in int8_items:
         ti = int8.tensor(t)
-        names, prim, size = set(layer_names(ti.name)), primary_layer(ti.name), _size(ti.shape)
+        names, prim, size = set(layer_names(ti.name)), primary_layer(ti.name), element_count(ti.shape)
         best, best_key = None, None
         for f_op, ft in float_tensors:
             fnames, fprim, fsize = meta[ft]
@@ -102,7 +102,7 @@ def match_tensors(int8: tflite.ModelInfo, flt: tflite.ModelInfo) -> dict[int, in
     return matches
 
 
-def _size(shape) -> int:
+def element_count(shape) -> int:
     n = 1
     for d in shape:
         n *= max(int(d), 1)
