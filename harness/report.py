@@ -114,6 +114,11 @@ class RecordedSection:
     (its measurements are not redone, so they are not rebuilt into typed values)."""
     data: dict
 
+    @property
+    def errors(self) -> dict[str, str]:
+        """As ``DeviceSection.errors``: a resumed run judges kept devices' load failures too."""
+        return self.data.get("errors") or {}
+
     def to_json(self) -> dict:
         return self.data
 

@@ -428,11 +428,14 @@ def test_layers_exits_1_on_error_cells_takes_a_probe_timeout_and_warns_about_use
 # -- resume ---------------------------------------------------------------------------------------
 def test_resume_redoes_only_what_is_missing(tmp_path, monkeypatch, capsys, tiny_models):
     from qat_harness import claims as claim_lib
+    from qat_harness.report import DeviceSection
 
     calls: list[str] = []
 
     def on_device(self, dev_name, dev):
         calls.append(dev_name)
+        # as the real one does: a resumed run then holds the kept device's section as recorded
+        self.section.devices.setdefault(dev_name, DeviceSection(simulated=dev.simulated))
         if dev_name == "cpu-ref" and len(calls) == 2:
             raise KeyboardInterrupt  # the first run stops here
         self.add(claim_lib.skip("C2-cpu-latency", self.name, dev_name, f"measured in call {len(calls)}"))

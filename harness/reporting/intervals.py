@@ -73,6 +73,7 @@ def wilson(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> In
     """A rate with its Wilson interval (accuracy arms, agreement)."""
     if n <= 0:
         return None
-    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence,
-                                                               method="wilson")
-    return Interval(successes / n, float(ci.low), float(ci.high), confidence)
+    from qat_harness.stats import wilson_interval  # the one Wilson formula
+
+    p = wilson_interval(successes, n, confidence)
+    return Interval(p.rate, p.ci_low, p.ci_high, confidence)
