@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import importlib.util
 import struct
-import sys
 from pathlib import Path
 
 FILE_IDENTIFIER = b"TFL3"
@@ -64,10 +63,8 @@ def load_schema(module_name: str):
 
 @functools.lru_cache(maxsize=1)
 def _schema():
-    """The schema module the reader uses: a private copy that reads through checks."""
-    name = "ai_edge_litert.schema_py_generated"
-    if name in sys.modules:
-        return sys.modules[name]
+    """The schema module the reader uses: a private copy that reads through checks, whatever
+    else this process has imported (ai_edge_litert's own copy reads unchecked)."""
     module = load_schema("qat_harness._tflite_schema")
     module.flatbuffers = _checked_flatbuffers()  # this private copy reads through checks
     return module

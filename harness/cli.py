@@ -552,13 +552,13 @@ def cmd_trace(args) -> int:
 
 def cmd_history(args) -> int:
     from qat_harness.reporting.history_html import render_history
-    from qat_harness.reporting.history_text import history_text
+    from qat_harness.reporting.history_text import render_trends_text
 
     db = args.folder / "history.sqlite"
     if not db.is_file():
         raise UsageError(f"no nightly history at {db}")
     summary = render_history(db, args.out or args.folder / "history.html")
-    print(history_text(db))
+    print(render_trends_text(summary.trends))
     print(summary.text())
     return EXIT_OK
 

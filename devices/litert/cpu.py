@@ -71,8 +71,7 @@ class LiteRTDevice(Device):
             req = self._request(mode="bench", models={k: str(Path(v).resolve()) for k, v in models.items()},
                                 inputs=inputs, warmup_runs=settings.warmup_runs,
                                 min_runs=settings.min_runs, min_seconds=settings.min_seconds,
-                                max_runs=settings.max_runs, num_threads=settings.num_threads,
-                                block_runs=getattr(settings, "block_runs", None))
+                                max_runs=settings.max_runs, num_threads=settings.num_threads)
             try:
                 resp = run_child(WORKER, req, settings.timeout_s)
             except DeviceError as exc:

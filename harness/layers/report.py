@@ -203,13 +203,15 @@ def recipe_title(matrix: dict) -> str:
 def recipe_cell(entry: dict, recipe: str, devices: list[str]) -> str:
     """One probe x recipe in a few words: 'int4 · runs · agree 94% · err 6.4%',
     'FAIL kernels disagree', 'SKIP quantizer missing'."""
+    from qat_harness.layers.recipes import (FLOAT_KEY, convert_key, device_key, kernels_key,
+                                            recipe_verdicts, weights_key)
+
     cells = entry.get("recipe_stages") or {}
-    convert = cells.get(f"recipe:{recipe}:convert")
+    convert = cells.get(convert_key(recipe))
     if convert is None:
         return ""
-    float_cell = cells.get("recipe:float") or {}
-    verdicts = [c["verdict"] for k, c in cells.items() if _belongs(k, recipe) and c["verdict"] != "SKIP"]
-    symbol = SYMBOLS.get(_worst(verdicts), "·")
+    float_cell = cells.get(FLOAT_KEY) or {}
+    symbol = SYMBOLS.get(recipe_verdicts(cells).get(recipe, "SKIP"), "·")
     if convert["verdict"] == "SKIP":
         if "not installed" in convert["reason"]:
             return "· SKIP quantizer missing"
@@ -220,11 +222,11 @@ def recipe_cell(entry: dict, recipe: str, devices: list[str]) -> str:
         return "E ERROR quantizer crashed"
     if convert["verdict"] != "PASS":
         return f"{symbol} FAIL refused"
-    parts = [_weights_word(cells.get(f"recipe:{recipe}:weights") or {})]
-    device_cells = {d: cells.get(f"{d}:recipe:{recipe}") for d in devices}
+    parts = [_weights_word(cells.get(weights_key(recipe)) or {})]
+    device_cells = {d: cells.get(device_key(d, recipe)) for d in devices}
     broke = [d for d, c in device_cells.items() if c and c["verdict"] == "ERROR"]
     refused = [d for d, c in device_cells.items() if c and c["verdict"] == "FAIL" and not c["reason"].startswith("ran")]
-    kernels = cells.get(f"recipe:{recipe}:kernels") or {}
+    kernels = cells.get(kernels_key(recipe)) or {}
     if broke:
         parts.append(f"ERROR {', '.join(broke)} crashed")
     elif refused:
@@ -247,15 +249,6 @@ def _percent(rate: float) -> str:
     # 99.7% must not read as 100%
     return "100%" if rate >= 1.0 else f"{rate:.1%}" if rate >= 0.99 else f"{rate:.0%}"
 
-
-def _belongs(key: str, recipe: str) -> bool:
-    return key.startswith(f"recipe:{recipe}:") or key.endswith(f":recipe:{recipe}")
-
-
-def _worst(verdicts: list[str]) -> str:
-    from qat_harness.results import Verdict
-
-    return Verdict.worst(verdicts or ["SKIP"]).value
 
 
 def _weights_word(cell: dict) -> str:

@@ -30,6 +30,7 @@ class HistorySummary:
     verdict_changes: list[VerdictChange]
     environment_changes: dict[int, list[str]]
     path: Path
+    trends: Trends                       # what was drawn, for a text rendering of the same
 
     def text(self) -> str:
         return (f"history: {self.nights} night(s), {self.series} model/device trend(s), "
@@ -47,7 +48,7 @@ def render_history(db_path: Path, out_html: Path) -> HistorySummary:
                                timelines_by_model=_timelines_by_model(trends.timelines),
                                db_name=Path(db_path).name), encoding="utf-8")
     return HistorySummary(len(trends.nights), len(views), trends.verdict_changes,
-                          trends.environment_changes, out_html)
+                          trends.environment_changes, out_html, trends)
 
 
 def _figure_data(trend: DeviceTrend, trends: Trends) -> plots.TrendFigureData:
