@@ -47,52 +47,6 @@ def test_split_blocks_rebuilds_the_worker_blocks():
     assert len(stats.split_blocks(runs[:20], 9)) == 2       # a partial block is not a block
 
 
-def test_worker_schedule_is_abba():
-    from qat_harness.devices.litert.worker import block_order
-
-    assert [block_order(["a", "b"], r) for r in range(4)] == [["a", "b"], ["b", "a"], ["a", "b"], ["b", "a"]]
-    assert block_order(["f", "q", "p"], 1) == ["p", "q", "f"]
-
-
-def test_worker_keeps_the_cold_first_run_of_each_block_out_of_the_steady_runs(monkeypatch):
-    """The first invoke of every block is slow (the other model's caches); it goes to
-    ``cold_ms`` and never into ``times_ms``."""
-    from qat_harness.devices.litert import worker
-
-    class FakeInterp:
-        def __init__(self):
-            self.calls = 0
-
-        def invoke(self):
-            self.calls += 1
-
-    clock = {"t": 0.0, "last": None}
-
-    def fake_counter():
-        return clock["t"]
-
-    def fake_time_block(interp, example, runs):
-        # the first run of a block takes 5 ms, the others 1 ms
-        return [5.0] + [1.0] * (runs - 1)
-
-    monkeypatch.setattr(worker, "make_interpreter", lambda *a, **k: FakeInterp())
-    monkeypatch.setattr(worker, "load_inputs", lambda path: [np.zeros((1, 2), np.float32)])
-    monkeypatch.setattr(worker, "set_inputs", lambda interp, x: None)
-    monkeypatch.setattr(worker, "_time_block", fake_time_block)
-    req = {"models": {"a": "a.tflite", "b": "b.tflite"}, "inputs": {"a": "", "b": ""},
-           "resolver": "auto", "warmup_runs": 2, "min_runs": 30, "min_seconds": 0.0,
-           "max_runs": 1000, "block_runs": 10, "min_rounds": 2}
-    monkeypatch.setattr(worker, "_ops_summary", lambda interp: {})
-    assert worker.bench({**req, "min_rounds": None})["blocks"]["rounds"] == worker.DEFAULT_MIN_ROUNDS
-    resp = worker.bench(req)
-    blocks = resp["blocks"]
-    assert blocks["rounds"] == 4                               # 4 rounds x 9 steady runs >= 30
-    for label in ("a", "b"):
-        assert resp["times_ms"][label] == [1.0] * 36
-        assert blocks["cold_ms"][label] == [5.0] * 4
-        assert blocks["cold_median_ms"][label] == 5.0
-
-
 # -- A1: paired differences -------------------------------------------------------------------
 def _predictions(n: int, base_rate: float, cand_rate: float, seed: int = 0):
     rng = np.random.default_rng(seed)

@@ -1,17 +1,17 @@
 """Child-process side of the LiteRT adapters: loads models with ai-edge-litert (or the
-tflite_runtime fallback) and either runs a batch of inputs or times models in ABBA
-blocks (``bench``).
+tflite_runtime fallback) and either runs a batch of inputs or times models on the
+harness's one schedule (``bench``, ``core.timing``).
 
 Invoked as ``python -m qat_harness.devices.litert.worker request.json response.json``; see
-``devices.isolation``. Keep this module free of TensorFlow imports: it must start fast.
+``core.child``. Keep this module free of TensorFlow imports: it must start fast.
 """
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
+from qat_harness.core import timing
 from qat_harness.core.child import serve_once
 
 
@@ -115,70 +115,19 @@ def _ops_summary(interp) -> dict:
             "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
 
 
-#: Consecutive runs of one model per block; the first is the block's cold run.
-DEFAULT_BLOCK_RUNS = 10
-#: Fewer rounds than this give the ratio (its interval resamples rounds) no interval worth the name.
-DEFAULT_MIN_ROUNDS = 10
-
-
-def block_order(labels: list[str], round_index: int) -> list[str]:
-    """ABBA: forward on even rounds, reversed on odd ones, so each model is as often first as
-    last and a drift of the machine falls on both sides of a ratio."""
-    return labels if round_index % 2 == 0 else labels[::-1]
-
-
-def _time_block(interp, example: list[np.ndarray], runs: int) -> list[float]:
-    set_inputs(interp, example)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def bench(req: dict) -> dict:
-    """Block timing: rounds of one block of ``block_runs`` consecutive runs per model, in ABBA
-    order, on the same input. Consecutive runs keep a model's weights in the caches (strict
-    a, b, a, b interleaving made int8 pay for float's cache footprint, and the other
-    interpreter's thread pool); alternating blocks keeps drift cancellation. The first run of
-    each block meets the other model's caches: it is kept apart as the block's cold run.
-    Rounds go on until there are ``min_rounds`` of them, every model has ``min_runs`` steady
-    runs and ``min_seconds`` have passed, or until ``max_runs`` runs of each model."""
+    """Every model loaded, its first invoke timed, then the harness's one schedule
+    (``core.timing``: ABBA blocks on the same input)."""
     labels = list(req["models"])
-    block_runs = max(2, int(req.get("block_runs") or DEFAULT_BLOCK_RUNS))
-    min_rounds = max(2, int(req.get("min_rounds") or DEFAULT_MIN_ROUNDS))
-    interps, inputs, first = {}, {}, {}
+    interps, first = {}, {}
     for label in labels:
         interps[label] = make_interpreter(req["models"][label], req["resolver"],
                                           req.get("num_threads"), req.get("delegate"))
-        inputs[label] = [x[:1] for x in load_inputs(req["inputs"][label])]
-        set_inputs(interps[label], inputs[label])
-        t0 = time.perf_counter()
-        interps[label].invoke()
-        first[label] = (time.perf_counter() - t0) * 1e3
-    for label in labels:
-        _time_block(interps[label], inputs[label], req["warmup_runs"])
-    steady = {label: [] for label in labels}
-    cold = {label: [] for label in labels}
-    start, rounds = time.perf_counter(), 0
-
-    def more_rounds_needed() -> bool:
-        if (rounds + 1) * block_runs > max(req["max_runs"], 2 * block_runs):
-            return False
-        return (rounds < min_rounds or rounds * (block_runs - 1) < req["min_runs"]
-                or time.perf_counter() - start < req["min_seconds"])
-
-    while more_rounds_needed():
-        for label in block_order(labels, rounds):
-            times = _time_block(interps[label], inputs[label], block_runs)
-            cold[label].append(times[0])
-            steady[label] += times[1:]
-        rounds += 1
-    blocks = {"timing": "abba-blocks", "block_runs": block_runs, "rounds": rounds,
-              "order": [block_order(labels, r) for r in range(min(rounds, 2))],
-              "cold_ms": cold, "cold_median_ms": {label: float(np.median(c)) for label, c in cold.items()}}
-    return {"times_ms": steady, "first_invoke_ms": first, "blocks": blocks,
+        set_inputs(interps[label], [x[:1] for x in load_inputs(req["inputs"][label])])
+        first[label] = timing.time_first_invoke(interps[label].invoke)
+    timed = timing.time_blocks({label: interps[label].invoke for label in labels},
+                               timing.Schedule.from_request(req))
+    return {**timed, "first_invoke_ms": first,
             "ops": {label: _ops_summary(interps[label]) for label in labels}}
 
 
