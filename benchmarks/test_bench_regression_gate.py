@@ -19,7 +19,7 @@ import pytest
 
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuDevice
-from qat_harness.reporting.gates import LatencyGate, NightNoise, Outcome
+from qat_harness.compare.gates import LatencyGate, NightNoise, Outcome
 
 NIGHTS = 21
 SLOWDOWNS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.50, 0.75, 1.00)

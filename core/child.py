@@ -54,16 +54,26 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """While inside, SIGTERM raises ``Terminated`` in the main thread (outside the main
-    thread, or on a platform without SIGTERM, nothing changes)."""
+    """While inside, SIGTERM raises ``Terminated`` and SIGINT ``KeyboardInterrupt`` in the main
+    thread, whatever disposition the process inherited (outside the main thread, or on a
+    platform without SIGTERM, nothing changes).
+
+    SIGINT is taken even when it was inherited as ignored: a shell ignores it in every job a
+    script starts with ``&`` (and ``nohup ... &`` in a script), and some CI runners start steps
+    that way, yet a CI system that cancels with SIGINT must get an ``interrupted`` report, not
+    a run that goes on unseen. A run started in the background keeps what it measured when
+    stopped and ``--resume`` finishes it; to keep a terminal's Ctrl-C away from it, start it in
+    its own session (``setsid``)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def child_command(module: str) -> list[str]:
@@ -72,6 +82,8 @@ def child_command(module: str) -> list[str]:
 
 #: Set in every child's environment: the harness process the child must not outlive.
 PARENT_ENV = "QAT_HARNESS_PARENT_PID"
+#: Where Python's tempfile (and most libraries) put temporary files.
+TEMP_FOLDER_ENV = ("TMPDIR", "TEMP", "TMP")
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -111,9 +123,13 @@ def run_child(module: str, request: dict, timeout_s: float, workdir: Path | None
         req_path = Path(tmp) / "request.json"
         resp_path = Path(tmp) / "response.json"
         req_path.write_text(json.dumps(request))
+        # The child's temporary files (tf_keras unpacks a .keras archive there) live in its
+        # private folder, deleted below whatever the child leaves behind.
+        private_temp = {name: tmp for name in TEMP_FOLDER_ENV}
         proc = subprocess.Popen(child_command(module) + [str(req_path), str(resp_path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp,
-                                start_new_session=True, env=child_environment(env))
+                                start_new_session=True,
+                                env=child_environment({**(env or {}), **private_temp}))
         reader = None
         if progress is not None:
             reader = threading.Thread(target=_relay_progress, args=(proc.stdout, progress), daemon=True)

@@ -17,3 +17,13 @@ class DeviceError(Exception):
         self.reason = reason
         self.kind = kind
         self.details = details or {}
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first meaningful line`` of an exception, for an error shown in one line (a
+    library's message can span many lines, or start with a traceback or an empty line)."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and not line.startswith(("<unknown>", "Traceback")):
+            return f"{type(exc).__name__}: {line[:limit]}"
+    return type(exc).__name__

@@ -8,16 +8,21 @@ TensorFlow nor the LiteRT runtime library is loaded: inspecting a model stays ch
 Only the main subgraph (index 0) is walked for ops; ``ModelInfo.n_subgraphs`` says whether
 there are others (control-flow bodies), and ``full_integer_check`` says so in its reason.
 
-Every way a file can be unreadable (missing, empty, not a flatbuffer with the 'TFL3'
-identifier, truncated, corrupt offsets or lengths) ends as ``InvalidModel`` with one line.
+Every way a file can be unreadable (missing, not a regular file, empty, not a flatbuffer with
+the 'TFL3' identifier, truncated, corrupt offsets or lengths, an absurd input shape) ends as
+``InvalidModel`` with one line.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import importlib.util
+import math
 import struct
 from pathlib import Path
+
+from qat_harness.core.errors import UsageError
+from qat_harness.core.files import regular_file
 
 FILE_IDENTIFIER = b"TFL3"
 
@@ -33,6 +38,10 @@ CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 DENSE_OPS = ("FULLY_CONNECTED",)
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 INTEGER_OK_DTYPES = frozenset({"int8", "int32"})  # what C4 literally asks of every tensor
+#: The most elements a model input may declare (2**24: a 2048x2048x3 image takes 12.6 M).
+#: Inputs are allocated from the declared shape (synthetic data, the runtime's tensors), so an
+#: absurd shape in the file is refused before anything is allocated.
+MAX_INPUT_ELEMENTS = 1 << 24
 
 
 class InvalidModel(Exception):
@@ -274,7 +283,11 @@ def _read_source(source) -> bytes:
         return bytes(source)
     if isinstance(source, (str, Path)):
         try:
+            if Path(source).exists():  # a FIFO would block the read forever
+                regular_file(source, "model file")
             return Path(source).read_bytes()
+        except UsageError as exc:
+            raise InvalidModel(str(exc)) from None
         except OSError as exc:
             raise InvalidModel(f"cannot read {source}: {exc.strerror or exc}") from None
     raise InvalidModel(f"expected a path or bytes, got {type(source).__name__}")
@@ -344,10 +357,25 @@ def _parse(buf: bytes) -> ModelInfo:
                           indices(_ints(op.OutputsAsNumpy()), f"operator {i} outputs")))
     inputs = indices(_ints(sg.InputsAsNumpy()), "subgraph inputs")
     outputs = indices(_ints(sg.OutputsAsNumpy()), "subgraph outputs")
+    for i in inputs:
+        problem = input_shape_problem(tensors[i].shape) if i >= 0 else None
+        if problem:
+            raise InvalidModel(f"input '{tensors[i].name}' {problem}")
     _check_io_names(sg, inputs + outputs)
     _verify_everything(model)  # after the reads above, which name what they find wrong
     return ModelInfo(size_bytes=len(buf), ops=ops, tensors=tensors, inputs=inputs, outputs=outputs,
                      n_subgraphs=n_sub)
+
+
+def input_shape_problem(shape) -> str | None:
+    """What is wrong with a model input's declared shape, or None: a dimension below 1, or
+    more than ``MAX_INPUT_ELEMENTS`` elements in all."""
+    if any(d < 1 for d in shape):
+        return f"declares the shape {list(shape)}: every dimension must be at least 1"
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        return (f"declares the shape {list(shape)}: {math.prod(shape)} elements, more than the "
+                f"{MAX_INPUT_ELEMENTS} an input may take")
+    return None
 
 
 def _ints(arr) -> list:

@@ -10,6 +10,10 @@ declare their own flags:
 - ``name``: the ``--devices`` / ``--device`` key; ``description``: one line for listings;
 - ``role``: ``Role.HOST_CPU`` (judged on C2), ``Role.ACCELERATOR`` (judged on C3),
   ``Role.ORACLE`` (the numeric reference; no latency claim) or ``Role.OVERHEAD``;
+- ``runs_on_host`` and ``kernel``: facts the run needs and must never guess from a name or a
+  class: whether the device computes on this machine's CPU (its C2 ceiling is this CPU's, and
+  its timing shares the host with every other such device), and which kernels compute the
+  results (``xnnpack``, ``builtin``, ``reference``, ``openvino``, ``edgetpu``, ...);
 - ``options``: the ``DeviceOption``s it takes. The command line offers each as a flag, the
   pytest plugin as ``--device-option NAME=VALUE``; the constructor receives exactly the
   declared options plus ``num_threads``, and an option no requested device declares is an
@@ -22,7 +26,7 @@ the built-in ones register there too, so a third-party package adds a device the
 Rules every adapter keeps:
 - A model execution never happens in the harness's own process (a runtime that aborts or
   hangs must not take the harness down): the CPU adapters run it in a child process
-  (``devices.isolation``), remote adapters run it on the remote device.
+  (``core.child``), remote adapters run it on the remote device.
 - Failures are raised as ``DeviceError`` with a one-line reason; the pipeline turns them into
   ERROR verdicts and goes on with the other models and devices.
 - A result obtained through a simulator carries ``simulated=True`` all the way to the report.
@@ -38,9 +42,11 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from qat_harness.core.errors import DeviceError
+from qat_harness.core.timing import TimingProtocol
 
 __all__ = ["Availability", "BenchResult", "BenchSettings", "Delegation", "Device", "DeviceError",
-           "DeviceOption", "ModelInputs", "Role", "RunResult", "input_list", "single_input"]
+           "DeviceOption", "ModelInputs", "Role", "RunResult", "TimingProtocol", "input_list",
+           "single_input"]
 
 
 class Role(str, enum.Enum):
@@ -48,11 +54,6 @@ class Role(str, enum.Enum):
     ACCELERATOR = "accelerator"
     ORACLE = "oracle"
     OVERHEAD = "overhead"
-
-    @property
-    def latency_claim(self) -> str | None:
-        """Which documented claim judges this device's int8 speed-up."""
-        return {Role.HOST_CPU: "C2-cpu-latency", Role.ACCELERATOR: "C3-accel"}.get(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,8 @@ class BenchResult:
     delegation: dict[str, Delegation] = dataclasses.field(default_factory=dict)
     simulated: bool = False
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: how the samples were obtained: the harness's own schedule, or a remote tool's loop
+    protocol: TimingProtocol = TimingProtocol.ABBA_BLOCKS
 
 
 #: What ``run`` takes: one array (a single-input model), or one array per model input in the
@@ -170,6 +173,10 @@ class Device(abc.ABC):
     description: ClassVar[str] = ""
     role: ClassVar[Role] = Role.HOST_CPU
     options: ClassVar[tuple[DeviceOption, ...]] = ()
+    #: computes on this machine's CPU (see the module docstring)
+    runs_on_host: ClassVar[bool] = False
+    #: which kernels compute the results, where one library's kernels are meant
+    kernel: ClassVar[str | None] = None
     #: True when this adapter talks to a simulator of the test suite, never to hardware.
     simulated: bool = False
 

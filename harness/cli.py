@@ -11,6 +11,7 @@ Errors the user can fix are one line on stderr and exit code 2; nothing prints a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import errno
 import os
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             return command(args)
     except UsageError as exc:
-        print(f"qat-harness: error: {exc}", file=sys.stderr)
+        _error_line(f"qat-harness: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in DISK_FULL_ERRNOS:
             return _internal_error(exc)
         where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"qat-harness: error: disk full{where} ({exc.strerror or exc}); the last saved "
-              "report is kept, free some space and run again (or --resume the run)", file=sys.stderr)
+        _error_line(f"qat-harness: error: disk full{where} ({exc.strerror or exc}); the last saved "
+                    "report is kept, free some space and run again (or --resume the run)")
         return EXIT_DISK_FULL
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the console
         return _internal_error(exc)
@@ -246,8 +247,15 @@ def _internal_error(exc: BaseException) -> int:
         where = f"traceback in {write_crash_log(text)}"
     except OSError as log_exc:
         where = f"the traceback could not be saved: {log_exc.strerror or log_exc}"
-    print(f"qat-harness: internal error: {type(exc).__name__}: {exc} ({where})", file=sys.stderr)
+    _error_line(f"qat-harness: internal error: {type(exc).__name__}: {exc} ({where})")
     return EXIT_INTERNAL
+
+
+def _error_line(text: str) -> None:
+    """One line on stderr, every control character from a name shown as its escape."""
+    from qat_harness.writers.text import visible
+
+    print(visible(text), file=sys.stderr)
 
 
 def write_crash_log(text: str) -> Path:
@@ -260,33 +268,12 @@ def write_crash_log(text: str) -> Path:
     return Path(path)
 
 
-def _console():
-    from rich.console import Console
-    return Console(stderr=True, highlight=False)
-
-
 def check_devices(names: list[str], given_options: dict, num_threads: int = 2):
     """Every requested device must exist and be usable with its options, or the run does not
-    start. Returns each device's options and the opened devices (the run uses these same
-    objects: a device is created once)."""
-    from qat_harness.devices import registry
+    start. Returns the opened ``DeviceSet``: the run uses these same objects and closes them."""
+    from qat_harness.devices.device_set import DeviceSet
 
-    for name in names:
-        registry.device_class(name)  # unknown or unloadable: a UsageError naming it
-    per_device = registry.split_options(names, given_options)
-    opened = {}
-    try:
-        for name in names:
-            dev = registry.create(name, num_threads=num_threads, **per_device[name])
-            opened[name] = dev
-            avail = dev.probe()
-            if not avail.available:
-                raise UsageError(f"device '{name}' was requested but is not available: {avail.reason}")
-    except BaseException:
-        for dev in opened.values():
-            dev.close()
-        raise
-    return per_device, opened
+    return DeviceSet.open(names, given_options, num_threads)
 
 
 def _recipes(text: str | None) -> list[str]:
@@ -319,8 +306,10 @@ def run_options(args, out: Path):
         raise UsageError(f"weights file not found: {args.weights}")
     if args.threads < 1 or args.min_runs < 1:
         raise UsageError("--threads and --min-runs must be at least 1")
-    per_device, opened = check_devices(args.devices, device_option_values(args), args.threads)
-    return opened, pipeline.RunOptions(
+    junit_xml = _junit_target(args.junit_xml, out)
+    devices = check_devices(args.devices, device_option_values(args), args.threads)
+    per_device = devices.options
+    return devices, pipeline.RunOptions(
         models=models, devices=args.devices, out=out, num_threads=args.threads,
         input_size=args.input_size,
         default_input_sizes=DEFAULT_INPUT_SIZES if args.models is None else {},
@@ -330,7 +319,15 @@ def run_options(args, out: Path):
                             min_seconds=args.min_seconds, num_threads=args.threads),
         cache_dir=args.cache_dir, use_cache=not args.no_cache, device_options=per_device,
         check_bit_widths=not args.skip_bitwidth, cross_check=args.cross_check,
-        recipes=_recipes(args.recipes), trace=not args.no_trace)
+        recipes=_recipes(args.recipes), trace=not args.no_trace,
+        junit_xml=junit_xml)
+
+
+def _junit_target(path: Path | None, out: Path) -> Path | None:
+    from qat_harness.record.report import Report
+    from qat_harness.writers.junit import check_target
+
+    return check_target(path, out, Report.FILES) if path is not None else None
 
 
 def _check_weights(sources, weights: str | None) -> None:
@@ -344,29 +341,31 @@ def _check_weights(sources, weights: str | None) -> None:
 
 
 def cmd_run(args, out: Path | None = None) -> int:
+    return _run(args, out)[0]
+
+
+def _run(args, out: Path | None = None):
+    """A run from the command line: the exit code and the run's report."""
     from qat_harness import pipeline
+    from qat_harness.writers import console
 
     resume = None
     if getattr(args, "resume", None) is not None:
         devices, opts, resume = resume_options(args)
     else:
         devices, opts = run_options(args, out or args.out or _default_out("run"))
-    console = _console()
     started = time.perf_counter()
-    report = pipeline.run(opts, progress=console.log, devices=devices, resume=resume)
+    report = pipeline.run(opts, progress=console.progress(), devices=devices, resume=resume)
     elapsed = time.perf_counter() - started
-    print_summary(report)
-    console.print(f"report: {report.json_path}, {report.md_path} and {report.html_path.name} ({elapsed:.1f} s)")
-    if getattr(args, "junit_xml", None):
-        from qat_harness.reporting.junit import write_junit
-
-        counts = write_junit(report.data, args.junit_xml)
-        console.print(f"JUnit XML: {args.junit_xml} ({counts.tests} test cases)")
+    print_summary(report.run)
+    console.say(f"report: {report.json_path}, {report.md_path} and {report.html_path.name} ({elapsed:.1f} s)")
+    if report.junit_path is not None and report.junit_path.exists():
+        console.say(f"JUnit XML: {report.junit_path}")
     for err in report.usage_errors:
-        print(f"qat-harness: error: {err}", file=sys.stderr)
+        _error_line(f"qat-harness: error: {err}")
     if report.usage_errors:
-        return EXIT_USAGE
-    return _gate(report, args.fail_on)
+        return EXIT_USAGE, report
+    return _gate(report, args.fail_on), report
 
 
 #: flags that mean something with --resume (the rest are the resumed run's own)
@@ -376,7 +375,7 @@ _RESUME_FLAGS = ("command", "resume", "fail_on")
 def resume_options(args):
     """The devices, options and recorded report of the run in ``args.resume``. Options are
     the recorded run's: giving others with --resume is an error, not silently ignored."""
-    from qat_harness import pipeline
+    from qat_harness.record.tree import RunStatus
     from qat_harness.sources import parse_models
 
     folder = args.resume
@@ -385,14 +384,13 @@ def resume_options(args):
     if given:
         flags = ", ".join("--" + k.removeprefix("device_option.").replace("_", "-") for k in given)
         raise UsageError(f"--resume reuses the options of the run in {folder}; drop {flags}")
-    data = _read_report(folder / "report.json")
-    if data.get("status") == "complete":
+    recorded = _read_report(folder)
+    if recorded.status is RunStatus.COMPLETE:
         raise UsageError(f"the run in {folder} is complete: nothing to resume")
-    opts = pipeline.RunOptions.from_json({**data["options"], "out": str(folder)})
+    opts = dataclasses.replace(recorded.options, out=Path(folder))
     _check_weights(parse_models(opts.models, opts.float_model), opts.weights)
-    _per_device, opened = check_devices(opts.devices, _flat_options(opts.device_options),
-                                        opts.num_threads)
-    return opened, opts, data
+    devices = check_devices(opts.devices, _flat_options(opts.device_options), opts.num_threads)
+    return devices, opts, recorded
 
 
 def _flat_options(per_device: dict) -> dict:
@@ -402,23 +400,13 @@ def _flat_options(per_device: dict) -> dict:
     return flat
 
 
-def _read_report(path: Path) -> dict:
-    import json
+def _read_report(folder: Path):
+    """The report of the run to resume in ``folder``, read through the report codec."""
+    from qat_harness.record import codec
 
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"no report to resume: {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot resume from {path}: not a readable report ({exc})") from None
-    if not isinstance(data, dict) or data.get("tool") != "qat-harness" or "options" not in data:
-        raise UsageError(f"cannot resume from {path}: not a qat-harness run report")
-    from qat_harness.report import SCHEMA_VERSION
-
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise UsageError(f"cannot resume from {path}: written with report schema "
-                         f"{data.get('schema_version')}, this harness writes {SCHEMA_VERSION}")
-    return data
+    if not (Path(folder) / codec.REPORT_FILE).exists():
+        raise UsageError(f"no report to resume: {Path(folder) / codec.REPORT_FILE} does not exist")
+    return codec.load(Path(folder) / codec.REPORT_FILE)
 
 
 def _gate(report, fail_on: str) -> int:
@@ -429,19 +417,11 @@ def _gate(report, fail_on: str) -> int:
     return EXIT_OK
 
 
-def print_summary(report) -> None:
-    from tabulate import tabulate
+def print_summary(run) -> None:
+    """The summary table of a run (``record.tree.RunReport``) on stdout."""
+    from qat_harness.writers.console import summary
 
-    from qat_harness.report import summary_rows
-
-    rows = [r[:5] + [r[5][:90]] for r in summary_rows(report.data)]
-    print(tabulate(rows, headers=["claim", "model", "device", "verdict", "measured", "reason"],
-                   tablefmt="simple"))
-    counts = report.verdict_counts()
-    print("  ".join(f"{k} {v}" for k, v in counts.items()))
-    simulated = sorted({c.device for c in report.claims if c.simulated})
-    if simulated:
-        print(f"simulated devices (not hardware results): {', '.join(simulated)}")
+    print(summary(run))
     sys.stdout.flush()  # the table (stdout) before the report path (stderr)
 
 
@@ -466,40 +446,46 @@ def cmd_devices(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from qat_harness.claims import CLAIMS
+    from tabulate import tabulate
 
-    for cid, text in CLAIMS.items():
-        print(f"{cid:16} {text}")
+    from qat_harness.claims import REGISTRY
+
+    rows = [[c.id, ", ".join(s.value for s in c.scopes), c.text] for c in REGISTRY.values()]
+    print(tabulate(rows, headers=["claim", "judged per", "what the guide says"], tablefmt="simple",
+                   maxcolwidths=[None, None, 80]))
     return EXIT_OK
 
 
 def cmd_layers(args) -> int:
     try:
         from qat_harness.layers import matrix as layers
+        from qat_harness.layers.stages import error_cells
+        from qat_harness.layers.tasks import available_probes
     except ImportError as exc:
         raise UsageError(f"the layer matrix is not available in this build: {exc}") from None
     if args.list:
-        print("\n".join(layers.available_probes()))
+        print("\n".join(available_probes()))
         return EXIT_OK
     recipes = _recipes(args.recipes)
-    per_device, opened = check_devices(args.devices, device_option_values(args))
-    for dev in opened.values():
-        dev.close()
     out = args.out or _default_out("layers")
-    console = _console()
+    from qat_harness.writers import console
+
     if args.probe:
-        print(f"qat-harness: warning: --probe imports and runs your code ({', '.join(args.probe)}) "
-              f"from {Path.cwd()}, in a child process with your permissions", file=sys.stderr)
+        _error_line(f"qat-harness: warning: --probe imports and runs your code ({', '.join(args.probe)}) "
+                    f"from {Path.cwd()}, in a child process with your permissions")
     optional = {"timeout_s": args.probe_timeout} if args.probe_timeout else {}
     if recipes:
         optional["recipes"] = recipes
-    result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
-                               progress=console.log, device_options=per_device, **optional)
-    console.print(f"matrix: {out / 'layers.json'} and {out / 'layers.md'}")
-    errors = layers.error_cells(result)
+    devices = check_devices(args.devices, device_option_values(args))
+    with devices:  # run_layers closes them too; this covers a refusal before it opens them
+        result = layers.run_layers(args.layers, args.devices, out, user_probes=args.probe,
+                                   progress=console.progress(), device_options=devices.options,
+                                   opened=devices, **optional)
+    console.say(f"matrix: {out / 'layers.json'} and {out / 'layers.md'}")
+    errors = error_cells(result)
     if errors:
-        print(f"qat-harness: {len(errors)} cell(s) are ERROR (crash, timeout or broken probe), "
-              f"e.g. {errors[0]}; see {out / 'layers.md'}", file=sys.stderr)
+        _error_line(f"qat-harness: {len(errors)} cell(s) are ERROR (crash, timeout or broken probe), "
+                    f"e.g. {errors[0]}; see {out / 'layers.md'}")
         return EXIT_GATE
     return EXIT_OK
 
@@ -508,58 +494,64 @@ def cmd_nightly(args) -> int:
     """Run, record in history.sqlite, compare with the previous recorded run; exit 1 on a
     regression (a verdict that got worse, a latency beyond the tolerance)."""
     from qat_harness import compare, history
+    from qat_harness.record.folder import write_atomically
+    from qat_harness.writers import compare_text
+    from qat_harness.writers.history_html import render_history
+    from qat_harness.writers.text import visible
 
     folder = args.out or Path("reports/nightly")
     run_dir = new_run_folder(folder, dt.datetime.now().strftime("%Y-%m-%d-%H%M%S"))
     args.fail_on = "never"
-    code = cmd_run(args, out=run_dir)
+    code, report = _run(args, out=run_dir)
     if code == EXIT_USAGE:
         return code
-    report_path = run_dir / "report.json"
     db = folder / "history.sqlite"
-    run_id = history.record(db, compare.load(report_path), report_path)
-    from qat_harness.reporting.history_html import render_history
-
-    print(render_history(db, folder / "history.html").text())
+    run_id = history.record(db, report.run, report.json_path)
+    print(visible(render_history(db, folder / "history.html").text()))
     previous = history.previous_report(db, run_id)
     if previous is None:
         print("nightly: first recorded run, nothing to compare with yet")
         return EXIT_OK
-    result = compare.compare_files(previous, report_path, args.latency_tolerance, history_db=db,
-                                   before_run_id=run_id)
-    text = compare.render_text(result)
-    (run_dir / "compare.txt").write_text(text + "\n")
+    result = compare.compare_files(previous, report.run, args.latency_tolerance,
+                                   earlier_medians=history.earlier_medians(db, run_id))
+    text = compare_text.render(result)
+    write_atomically(run_dir / "compare.txt", text + "\n")
     print(text)
-    return EXIT_GATE if result["regressions"] else EXIT_OK
+    return EXIT_GATE if result.regressions else EXIT_OK
 
 
 def cmd_compare(args) -> int:
-    from qat_harness import compare
+    from qat_harness import compare, history
+    from qat_harness.writers import compare_text
 
+    earlier = history.earlier_medians(args.history) if args.history else None
     result = compare.compare_files(args.baseline, args.current, args.latency_tolerance,
-                                   history_db=args.history)
-    print(compare.render_text(result))
-    return EXIT_GATE if result["regressions"] else EXIT_OK
+                                   earlier_medians=earlier)
+    print(compare_text.render(result))
+    return EXIT_GATE if result.regressions else EXIT_OK
 
 
 def cmd_trace(args) -> int:
     """Per-layer trace: exits 1 when it names a culprit (a layer where int8 parts ways)."""
     from qat_harness.trace import command as trace_command
 
-    _per_device, opened = check_devices(args.devices, device_option_values(args))
-    return EXIT_GATE if trace_command.cmd_trace(args, opened, progress=_console().log) else EXIT_OK
+    from qat_harness.writers import console
+
+    with check_devices(args.devices, device_option_values(args)) as devices:
+        return EXIT_GATE if trace_command.cmd_trace(args, devices, progress=console.progress()) else EXIT_OK
 
 
 def cmd_history(args) -> int:
-    from qat_harness.reporting.history_html import render_history
-    from qat_harness.reporting.history_text import render_trends_text
+    from qat_harness.writers.history_html import render_history
+    from qat_harness.writers.history_text import render_trends_text
+    from qat_harness.writers.text import visible
 
     db = args.folder / "history.sqlite"
     if not db.is_file():
         raise UsageError(f"no nightly history at {db}")
     summary = render_history(db, args.out or args.folder / "history.html")
     print(render_trends_text(summary.trends))
-    print(summary.text())
+    print(visible(summary.text()))
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 """The run's cross-check against the benchmark tool that ships with ai-edge-litert
 (``litert-benchmark``, module ``ai_edge_litert.tools.benchmark_litert_model``): the same
 .tflite files, the same thread count, timed by that tool right after the harness timed them,
-with its medians put beside the harness's. A difference above ``TOLERANCE`` is flagged: it
+with its medians put beside the harness's. A difference above ``CROSS_CHECK_TOLERANCE``
+(``claims.tolerances``) is flagged: it
 means the harness measures something other than what LiteRT's own tool sees.
 
 The tool is a separate program, run as it ships (no import of its code here): one process per
@@ -23,12 +24,14 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+from qat_harness.claims.tolerances import CROSS_CHECK_TOLERANCE
 from qat_harness.results import Verdict
 from qat_harness.stats import RatioCI
 
 TOOL_NAME = "litert-benchmark"
+#: the kernels the native tool times: only a device computing with them on this host is cross-checked
+KERNEL = "xnnpack"
 TOOL_MODULE = "ai_edge_litert.tools.benchmark_litert_model"
-TOLERANCE = 0.05
 RESOLUTION_MS = 0.01
 DEFAULT_ROUNDS = 5
 DEFAULT_RUNS = 100
@@ -111,7 +114,7 @@ class CrossCheck:
     threads: int | None = None
     rounds: int | None = None
     runs_per_round: int | None = None
-    tolerance: float = TOLERANCE
+    tolerance: float = CROSS_CHECK_TOLERANCE
     rows: list[CrossCheckRow] = dataclasses.field(default_factory=list)
     native_rounds_ms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     native_ratio: RatioCI | None = None
@@ -143,7 +146,7 @@ def native_ratio(numerator_rounds: list[float], denominator_rounds: list[float],
 def compare(harness_medians_ms: dict[str, float], native_rounds_ms: dict[str, list[float]],
             tool: str, threads: int, runs_per_round: int, harness_ratio: RatioCI | None = None,
             ratio_labels: tuple[str, str] = ("float", "qat_int8"),
-            tolerance: float = TOLERANCE) -> CrossCheck:
+            tolerance: float = CROSS_CHECK_TOLERANCE) -> CrossCheck:
     """Pure: the two sets of medians in, the cross-check out."""
     rows = [_row(v, harness_medians_ms[v], float(np.median(native_rounds_ms[v])), tolerance)
             for v in harness_medians_ms if v in native_rounds_ms]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,78 +15,44 @@ from qat_harness.build.cache import ArtifactCache
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.core.tflite import InputMismatch, model_inputs
-from qat_harness.devices import registry as device_registry
-from qat_harness.devices.base import BenchSettings, Device, Role
+from qat_harness.devices.base import Device, Role
+from qat_harness.devices.device_set import DeviceSet
 from qat_harness.environment import environment
+from qat_harness.options import RunOptions
 from qat_harness.preparation import DataOptions, PreparedModel, n_examples, prepare, take
-from qat_harness.report import ArtifactsInfo, DatasetInfo, DeviceSection, ModelSection, Report, safe_name
+from qat_harness.record import codec
+from qat_harness.record.folder import safe_name
+from qat_harness.record.report import Report
+from qat_harness.record.tree import (
+    ArtifactsInfo,
+    BenchDetails,
+    BlockTiming,
+    BuildRecord,
+    DatasetInfo,
+    DeviceSection,
+    JsonObject,
+    ModelSection,
+    PtqChecks,
+    RunReport,
+    TfliteSummary,
+    TraceCulprit,
+    TraceSummary,
+    WeightQuantization,
+)
 from qat_harness.results import ClaimResult, Verdict
 from qat_harness.sources import ModelSource, parse_models
+from qat_harness.writers.pages import run_pages
 
 BENCH_LABELS = ("float", "qat_int8", "int8", "ptq_int8")
 VARIANT_ORDER = ("float", "qat_int8", "int8", "ptq_int8")
-STRUCTURE_CLAIMS = ("C1-size", "C4-full-int", "C5-per-axis", "M3-bn-fold")
 
 
-@dataclasses.dataclass
-class RunOptions:
-    models: list[str]                  # --models entries (see sources.py)
-    devices: list[str]
-    out: Path
-    num_threads: int = 2
-    input_size: int | None = None      # overrides every registry model's default input size
-    default_input_sizes: dict = dataclasses.field(default_factory=dict)  # per-model defaults
-    weights: str | None = None
-    dataset: str | None = None         # image folder or .npz
-    limit_per_class: int | None = None
-    labels: str | None = None          # class names, one per line (index = line)
-    preprocess: str | None = None      # a scheme of models.datasets.PREPROCESS
-    float_model: str | None = None     # the float reference of a single .tflite entry
-    eval_limit: int | None = None      # cap on evaluation examples (None: the whole split)
-    oracle_limit: int = 64             # examples compared with the reference kernels
-    bench: BenchSettings = dataclasses.field(default_factory=BenchSettings)
-    cache_dir: Path | None = None
-    use_cache: bool = True
-    #: per device name, the options it declares (see ``devices.registry.split_options``)
-    device_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    run_timeout_s: float = 600.0
-    build_timeout_s: float = 7200.0
-    check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
-    cross_check: bool = False          # time the files with LiteRT's native tool too
-    recipes: list[str] = dataclasses.field(default_factory=list)  # --recipes (recipes.catalog)
-    trace: bool = True                 # trace a model x device whose agreement is WARN/FAIL
-
-    def __post_init__(self):
-        # 0 is a value, never 'unset': refuse it rather than silently use the default
-        for name in ("input_size", "eval_limit", "limit_per_class"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.num_threads < 1 or self.oracle_limit < 1:
-            raise UsageError("the thread count and oracle limit must be at least 1")
-        if not self.models:
-            raise UsageError("no models given")
-
-    @classmethod
-    def from_json(cls, options: dict) -> "RunOptions":
-        """The options of a run, as its report.json recorded them."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in options.items() if k in fields}
-        values["out"] = Path(values["out"])
-        values["cache_dir"] = Path(values["cache_dir"]) if values.get("cache_dir") else None
-        values["bench"] = BenchSettings(**values.get("bench", {}))
-        return cls(**values)
-
-
-BIT_WIDTH_CLAIM = "C6-8bit-only"
-
-
-def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] | None = None,
-        resume: dict | None = None) -> Report:
-    """Run every model on every device. ``devices``: already opened (and probed) devices, by
-    name; opened here from ``opts`` when not given. The run closes them. ``resume``: the
-    report.json content of an interrupted run of these options in ``opts.out``: what it
-    recorded is kept and only what is missing is done.
+def run(opts: RunOptions, progress=lambda msg: None, devices: DeviceSet | None = None,
+        resume: RunReport | None = None) -> Report:
+    """Run every model on every device. ``devices``: the already opened (and probed) set;
+    opened here from ``opts`` when not given. The run closes it (the oracle it made included). ``resume``: the
+    report of an interrupted run of these options in ``opts.out``: what it recorded is kept
+    and only what is missing is done.
 
     Whatever stops the run (an internal error, Ctrl-C, SIGTERM, a full disk) finishes the
     report as ``interrupted``, with the reason, before it goes on up."""
@@ -95,44 +60,41 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: dict[str, Device] 
     try:
         report = _open_report(opts, resume)
     except BaseException:
-        for dev in (devices or {}).values():
-            dev.close()
+        if devices is not None:
+            devices.close()
         raise
     try:
-        if devices is None:
-            devices = open_devices(opts.devices, opts.num_threads, opts.device_options)
-        for name, dev in devices.items():
-            report.device(name, dev.describe())
-        cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
-        if opts.check_bit_widths and not report.has_claim(BIT_WIDTH_CLAIM):
-            progress("C6: probing other bit widths (4-bit QAT)")
-            report.add_claim(_bit_width_claim(cache))
-            report.save()
-        for source in parse_models(opts.models, opts.float_model):
-            _run_model(source, opts, devices, cache, report, progress)
-            report.save()
-    except BaseException as exc:
-        _finish_stopped(report, exc)
-        raise
-    else:
-        report.finish()
+        with report.finishing():
+            if devices is None:
+                devices = DeviceSet.open(opts.devices, num_threads=opts.num_threads,
+                                         per_device_options=opts.device_options)
+            for name, dev in devices.items():
+                report.device(name, dev.describe())
+            cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
+            if opts.check_bit_widths and not report.has_claim(claims.EightBitOnly.id):
+                progress("C6: probing other bit widths (4-bit QAT)")
+                report.add_claim(_bit_width_claim(cache))
+                report.save()
+            for source in parse_models(opts.models, opts.float_model):
+                _run_model(source, opts, devices, cache, report, progress)
+                report.save()
     finally:
-        for dev in (devices or {}).values():
-            dev.close()
+        if devices is not None:
+            devices.close()
     return report
 
 
-def _open_report(opts: RunOptions, resume: dict | None) -> Report:
+def _open_report(opts: RunOptions, resume: RunReport | None) -> Report:
+    pages = run_pages(opts.out, opts.junit_xml)
     if resume is None:
-        return Report(opts.out, environment(opts.num_threads), _options_summary(opts))
+        return Report(opts.out, environment(opts.num_threads), opts, pages=pages)
     labels = [s.label for s in parse_models(opts.models, opts.float_model)]
-    done = resume.get("done", {})
-    pending = {m: [d for d in opts.devices if d not in done.get(m, [])] for m in labels}
+    pending = {m: [d for d in opts.devices if d not in resume.done.get(m, [])] for m in labels}
     return Report.resume(opts.out, resume, {m: d for m, d in pending.items() if d},
-                         environment(opts.num_threads))
+                         environment(opts.num_threads), pages)
 
 
-def _run_model(source: ModelSource, opts: RunOptions, devices: dict[str, Device],
+def _run_model(source: ModelSource, opts: RunOptions, devices: DeviceSet,
                cache: ArtifactCache, report: Report, progress) -> None:
     name = source.label
     if all(report.is_done(name, d) for d in devices):
@@ -147,72 +109,24 @@ def _run_model(source: ModelSource, opts: RunOptions, devices: dict[str, Device]
         progress(f"{name}: {exc}")
     except BuildFailed as exc:
         report.model_error(name, str(exc))
-        report.add_claim(claims.error("C1-size", name, "any", str(exc)))
+        report.add_claim(claims.Size.error(name, claims.ANY_DEVICE, str(exc)))
         progress(f"{name}: {exc}")
     finally:
         for problem in cache.take_problems():
             report.note(name, problem)
 
 
-def _finish_stopped(report: Report, exc: BaseException) -> None:
-    """Finish the report of a run that stops on ``exc``. If even that cannot be written (the
-    disk is full), report.json stays the last report that could be saved."""
-    try:
-        report.finish(status="interrupted", stop_reason=_stop_reason(exc))
-    except OSError:
-        pass  # ``exc`` is what the user is told about; a second error would hide it
-
-
-def _stop_reason(exc: BaseException) -> str:
-    import errno
-
-    from qat_harness.core.child import Terminated
-
-    if isinstance(exc, Terminated):
-        return "terminated (SIGTERM)"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C / SIGINT)"
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
-def open_devices(names: list[str], num_threads: int,
-                 device_options: dict[str, dict[str, Any]]) -> dict[str, Device]:
-    """Create each device once, with its own options; the same objects probe and run."""
-    return {name: device_registry.create(name, num_threads=num_threads,
-                                         **device_options.get(name, {})) for name in names}
-
-
 def _bit_width_claim(cache: ArtifactCache) -> ClaimResult:
-    """Claim C6, computed once per library set and kept in the artifact cache."""
-    import json
-
+    """Claim C6 on the 4-bit QAT probe, measured once per library set (the artifact cache)."""
     from qat_harness.build import bitwidth
-    from qat_harness.build.cache import cache_key
 
-    key = cache_key({"probe": "bitwidth", "configs": bitwidth.CONFIGS})
-    entry = cache.lookup(key)
-    if entry is None:
-        result = bitwidth.check_bit_widths()
-        if result.verdict is Verdict.ERROR:
-            return result  # never cache a failed probe
-        entry = cache.store(key, lambda folder: (folder / "outcomes.json").write_text(
-            json.dumps(result.details["outcomes"])))
-    return bitwidth.judge(json.loads((entry / "outcomes.json").read_text()))
-
-
-def _options_summary(opts: RunOptions) -> dict:
-    d = dataclasses.asdict(opts)
-    d["out"] = str(opts.out)
-    d["cache_dir"] = str(opts.cache_dir) if opts.cache_dir else None
-    return d
+    return claims.EightBitOnly.judge_probe(bitwidth.cached_outcomes(cache))
 
 
 class ModelRun:
     """One model through every stage; each stage records what it measured before the next."""
 
-    def __init__(self, source: ModelSource, opts: RunOptions, devices: dict[str, Device],
+    def __init__(self, source: ModelSource, opts: RunOptions, devices: DeviceSet,
                  cache: ArtifactCache, report: Report, progress):
         self.source = source
         self.name = source.label
@@ -221,6 +135,8 @@ class ModelRun:
         self.section = report.model(self.name, ModelSection())
         self.infos: dict[str, tflite.ModelInfo] = {}
         self._oracle: list[np.ndarray] | None = None
+        self.structure: claims.StructureFacts | None = None   # what inspect read, judged once
+        self._structure_judged = False
 
     def add(self, result: ClaimResult) -> None:
         self.report.add_claim(result)
@@ -236,12 +152,12 @@ class ModelRun:
                                             size, self.opts.weights, self.opts.build_timeout_s)
         m = self.model
         self.ut = m.under_test
-        self.section.description, self.section.config = m.description, m.config
+        self.section.description, self.section.config = m.description, codec.structure(JsonObject, m.config)
         self.section.dataset = DatasetInfo(m.data.name, n_examples(m.data.x_eval),
                                            m.data.labels_meaningful, m.data_note)
         if m.folder is not None:
             self.section.artifacts = ArtifactsInfo(m.folder, bool(m.from_cache), dict(m.variants))
-            self.section.keras = m.metrics
+            self.section.keras = codec.structure(BuildRecord, m.metrics)
         else:
             self.section.artifacts = ArtifactsInfo(None, None, dict(m.variants))
         for note in m.notes:
@@ -255,24 +171,23 @@ class ModelRun:
             self.on_device(dev_name, dev)
             self.report.mark_done(self.name, dev_name)
             self.report.save()
-        self._structure_needs_a_loadable_file()
+        self._judge_structure(final=True)
         if self.opts.recipes:
             self.recipes()
             self.report.save()
 
-    def _structure_needs_a_loadable_file(self) -> None:
-        """The structure claims (C1, C4, C5, M3) read the flatbuffer; a file that parses but
-        that no device can load is not a deployable model, so it never keeps a PASS."""
-        failures = [self.section.devices[d].errors.get(f"run:{self.ut}") for d in self.devices
-                    if d in self.section.devices]
-        if not failures or not all(f and f.startswith("failed") for f in failures):
+    def _judge_structure(self, final: bool) -> None:
+        """The structure claims (C1, C4, C5, M3), judged once: as soon as a device did not
+        refuse the file, or when every device has (``final``), since a file that parses but
+        that no device loads never keeps a structure PASS."""
+        if self._structure_judged or self.structure is None:
             return
-        for i, claim in enumerate(self.report.run.claims):
-            if (claim.model == self.name and claim.device == "any" and claim.verdict is Verdict.PASS
-                    and claim.id in STRUCTURE_CLAIMS):
-                self.report.run.claims[i] = dataclasses.replace(
-                    claim, verdict=Verdict.ERROR,
-                    reason=f"{claim.reason}; but no device could load the file ({failures[0]})")
+        loadability = claims.Loadability({d: self.section.devices[d].errors.get(f"run:{self.ut}") or ""
+                                          for d in self.devices if d in self.section.devices})
+        if final or loadability.settled:
+            self._structure_judged = True
+            for result in claims.judge_structure(self.name, self.structure, loadability):
+                self.add(result)
 
     def recipes(self) -> None:
         """The recipe axis (``--recipes``): other quantization recipes applied to the float
@@ -303,38 +218,24 @@ class ModelRun:
         for variant, err in self.model.metrics.get("conversion_errors", {}).items():
             self.report.note(self.name, f"conversion of {variant} failed: {err}")
         self.infos = infos
-        self.section.tflite = dict(infos)
-        ut, label = self.ut, ("QAT int8" if self.ut == "qat_int8" else "int8")
-        if "float" in infos and ut in infos:
-            self.add(claims.size_claim(self.name, infos["float"].size_bytes, infos[ut].size_bytes,
-                                       infos["ptq_int8"].size_bytes if "ptq_int8" in infos else None,
-                                       int8_label=label))
-        elif "float" not in self.model.variants:
-            self.add(claims.skip("C1-size", self.name, "any", _NO_FLOAT))
-        else:
-            self.add(claims.error("C1-size", self.name, "any", f"float or {label} model missing"))
-        if ut not in infos:
-            for cid in ("C4-full-int", "C5-per-axis", "M3-bn-fold"):
-                self.add(claims.error(cid, self.name, "any", f"no {label} model to inspect"))
+        self.section.tflite = {v: codec.structure(TfliteSummary, i.to_dict()) for v, i in infos.items()}
+        ut, info = self.ut, infos.get(self.ut)
+        sizes = (claims.FileSizes(infos["float"].size_bytes, info.size_bytes,
+                                  infos["ptq_int8"].size_bytes if "ptq_int8" in infos else None)
+                 if "float" in infos and info else None)
+        custom = tuple(sorted({op.opcode for op in info.ops if op.opcode.startswith("CUSTOM:")})) if info else ()
+        full_integer, per_axis, bn_fold = ((inspection.full_integer_check(info), inspection.per_axis_check(info),
+                                            inspection.batchnorm_fold_check(info))
+                                           if info and not custom else (None, None, None))
+        self.structure = claims.StructureFacts(ut, sizes, "float" in self.model.variants, full_integer, per_axis,
+                                               bn_fold, custom, self.model.has_batchnorm)
+        if info is None:
             return
-        info = infos[ut]
-        custom = sorted({op.opcode for op in info.ops if op.opcode.startswith("CUSTOM:")})
-        if custom:
-            why = (f"the model's work is inside custom op(s) {', '.join(c[7:] for c in custom)} "
-                   "(a compiled model): its structure cannot be judged from the host; give the "
-                   "uncompiled .tflite to judge it")
-            for cid in ("C4-full-int", "C5-per-axis", "M3-bn-fold"):
-                self.add(claims.skip(cid, self.name, "any", why))
-        else:
-            self.add(claims.full_integer_claim(self.name, inspection.full_integer_check(info), ut))
-            self.add(claims.per_axis_claim(self.name, inspection.per_axis_check(info), ut))
-            self.add(claims.bn_fold_claim(self.name, inspection.batchnorm_fold_check(info),
-                                          self.model.has_batchnorm))
-        self.section.quantization = {v: inspection.weight_granularity(i) for v, i in infos.items()
-                                     if v != "float"}
+        self.section.quantization = {v: codec.structure(list[WeightQuantization], inspection.weight_granularity(i))
+                                     for v, i in infos.items() if v != "float"}
         if "ptq_int8" in infos:
-            self.section.ptq_checks = {"full_integer": inspection.full_integer_check(infos["ptq_int8"]),
-                                       "per_axis": inspection.per_axis_check(infos["ptq_int8"])}
+            self.section.ptq_checks = PtqChecks(inspection.full_integer_check(infos["ptq_int8"]),
+                                                inspection.per_axis_check(infos["ptq_int8"]))
 
     # -- per device -------------------------------------------------------------------------
     def _eval_x(self):
@@ -367,6 +268,7 @@ class ModelRun:
                     paths[v] = self.model.variants[v]
         self.progress(f"{self.name}: evaluating on {dev_name}")
         outputs = self._evaluate(dev, paths, section)
+        self._judge_structure(final=False)
         self._accuracy_claims(dev_name, dev, outputs, section)
         self.report.save()
         self.progress(f"{self.name}: timing on {dev_name}")
@@ -387,7 +289,8 @@ class ModelRun:
         except Exception as exc:  # noqa: BLE001 - a trace explains a verdict; it never costs the run
             self.report.note(self.name, f"the trace on {dev_name} failed: {type(exc).__name__}: {exc}")
             return
-        section.trace = {"markdown": result.files.get("markdown"), "culprit": result.culprit}
+        section.trace = TraceSummary(result.files.get("markdown"),
+                                     codec.structure(TraceCulprit, result.culprit) if result.culprit else None)
 
     def _evaluate(self, dev: Device, paths: dict[str, Path], section: DeviceSection) -> dict:
         """Every variant on every evaluation example; every output kept (a device that drops
@@ -415,8 +318,13 @@ class ModelRun:
         oracle (cached per model)."""
         if self._oracle is None and self.ut in self.infos:
             x = take(self._eval_x(), self.opts.oracle_limit)
+            oracle = self.devices.oracle()
+            if oracle is None:
+                self.section.oracle_error = f"unavailable: {self.devices.oracle_problem}"
+                self._oracle = []
+                return None
             try:
-                self._oracle = device_registry.oracle().run(
+                self._oracle = oracle.run(
                     self.model.variants[self.ut], self._inputs(self.ut, x), self.opts.run_timeout_s).all_outputs
             except DeviceError as exc:
                 self.section.oracle_error = f"{exc.kind}: {exc.reason}"
@@ -425,6 +333,7 @@ class ModelRun:
 
     def _accuracy_claims(self, dev_name: str, dev: Device, outputs: dict, section: DeviceSection) -> None:
         ut, sim = self.ut, dev.simulated
+        diffs = []
         if ut in outputs and dev.role is not Role.ORACLE:
             oracle = self._oracle_outputs()
             if oracle is not None:
@@ -433,38 +342,38 @@ class ModelRun:
                 section.vs_reference_kernels = diffs[0]
                 if len(diffs) > 1:
                     section.vs_reference_kernels_outputs = diffs
+        not_run = None if ut in outputs else f"{ut} did not run: {section.errors.get(f'run:{ut}', 'not run')}"
+        self.add(claims.ReferenceAgreement.judge(self.name, dev_name, claims.VersusReference(
+            dev.role, tuple(diffs), not_run, self.section.oracle_error, sim)))
         needed = [v for v in ("float", ut) if v in self.model.variants]
         missing = [v for v in needed if v not in outputs]
         if missing:
             why = section.errors.get(f"run:{missing[0]}", "not run")
-            for cid in ("A1-accuracy", "A2-agreement"):
-                self.add(claims.error(cid, self.name, dev_name, f"{missing[0]} did not run: {why}"))
+            for claim in (claims.Accuracy, claims.Agreement):
+                self.add(claim.error(self.name, dev_name, f"{missing[0]} did not run: {why}"))
             return
         if self.model.accuracy_skip:
-            for cid in ("A1-accuracy", "A2-agreement"):
-                self.add(claims.skip(cid, self.name, dev_name, self.model.accuracy_skip))
+            for claim in (claims.Accuracy, claims.Agreement):
+                self.add(claim.skip(self.name, dev_name, self.model.accuracy_skip))
             return
         first = {v: o[0] for v, o in outputs.items()}
         ids = self.infos[ut].tensor(self.infos[ut].outputs[0])
         if not ids.scales and ids.dtype.startswith(("int", "uint")):  # class ids (an ArgMax output)
             equal = int(np.sum(first[ut] == first["float"]))
-            self.add(claims.agreement_claim(self.name, dev_name,
-                                            stats.wilson_interval(equal, first[ut].size), sim,
-                                            {"unit": "output elements (class ids)"}))
-            self.add(claims.skip("A1-accuracy", self.name, dev_name,
-                                 "the model outputs class ids per element, not one class per input"))
+            self.add(claims.Agreement.judge(self.name, dev_name, claims.TopOneAgreement(
+                stats.wilson_interval(equal, first[ut].size), unit="output elements (class ids)", simulated=sim)))
+            self.add(claims.Accuracy.skip(self.name, dev_name,
+                                          "the model outputs class ids per element, not one class per input"))
             return
         top1 = {v: np.argmax(o.reshape(len(o), -1), axis=-1) for v, o in first.items()}
         agree = int(np.sum(top1[ut] == top1["float"]))
-        extra = {}
-        if "ptq_int8" in top1:
-            extra["ptq_agreement"] = stats.wilson_interval(int(np.sum(top1["ptq_int8"] == top1["float"])),
-                                                          len(top1["float"]))
-        self.add(claims.agreement_claim(self.name, dev_name,
-                                        stats.wilson_interval(agree, len(top1["float"])), sim, extra))
+        ptq = (stats.wilson_interval(int(np.sum(top1["ptq_int8"] == top1["float"])), len(top1["float"]))
+               if "ptq_int8" in top1 else None)
+        self.add(claims.Agreement.judge(self.name, dev_name, claims.TopOneAgreement(
+            stats.wilson_interval(agree, len(top1["float"])), ptq, simulated=sim)))
         y = self._eval_y()
         if y is None:
-            self.add(claims.skip("A1-accuracy", self.name, dev_name, "the dataset has no labels"))
+            self.add(claims.Accuracy.skip(self.name, dev_name, "the dataset has no labels"))
             return
         metrics = self.model.metrics
         extra = {"float_keras_top1": metrics.get("float_keras_accuracy"),
@@ -489,41 +398,42 @@ class ModelRun:
         extra["ptq_int8_top1"] = acc.get("ptq_int8")
         extra["paired_vs_baseline"] = {v: stats.paired_accuracy_difference(correct[baseline], correct[v])
                                        for v in arms if v != baseline}
-        self.add(claims.paired_accuracy_claim(self.name, dev_name, acc, baseline, ut,
-                                              extra["paired_vs_baseline"][ut], extra, sim))
+        self.add(claims.Accuracy.judge(self.name, dev_name, claims.PairedAccuracy(
+            acc, baseline, ut, extra["paired_vs_baseline"][ut], extra, sim)))
 
     def _latency_claims(self, dev_name: str, dev: Device, paths: dict[str, Path],
                         section: DeviceSection) -> None:
-        claim_id, ut = dev.role.latency_claim, self.ut
+        claim, ut = claims.latency_claim(dev.role), self.ut
         labels = [v for v in BENCH_LABELS if v in paths]
-        if claim_id is None:
-            why = {Role.ORACLE: "reference kernels are the numeric oracle, not a tested backend",
-                   Role.OVERHEAD: "the null device measures the harness's own overhead"}[dev.role]
-            self.add(claims.skip("C2-cpu-latency", self.name, dev_name, why))
+        if claim is None:
+            self.add(claims.CpuLatency.skip_role(self.name, dev_name, dev.role))
             return
         if ut not in labels or ("float" not in labels and "float" in self.model.variants):
-            self.add(claims.error(claim_id, self.name, dev_name,
-                                  f"float or {ut} model unavailable on this device"))
+            self.add(claim.error(self.name, dev_name, f"float or {ut} model unavailable on this device"))
             return
         sample = {v: self._inputs(v, take(self._eval_x(), 1)) for v in labels}
         settings = dataclasses.replace(self.opts.bench, num_threads=self.opts.num_threads)
         try:
             bench = dev.benchmark({v: paths[v] for v in labels}, sample, settings)
         except DeviceError as exc:
-            self.add(claims.error(claim_id, self.name, dev_name, f"{exc.kind}: {exc.reason}"))
+            self.add(claim.error(self.name, dev_name, f"{exc.kind}: {exc.reason}"))
             return
         section.latency = {v: stats.latency_summary(t) for v, t in bench.times_ms.items()}
         section.latency_raw_ms = bench.times_ms
         section.first_invoke_ms = bench.first_invoke_ms
-        section.bench_details = bench.details
+        blocks = bench.details.get("blocks")
+        section.bench_details = BenchDetails(
+            protocol=bench.protocol,
+            blocks=codec.structure(BlockTiming, blocks) if blocks else None,
+            device=codec.structure(JsonObject, {k: v for k, v in bench.details.items() if k != "blocks"}))
         for v, deleg in bench.delegation.items():
             if deleg is not None:
                 section.delegation.setdefault(v, deleg)
-        blocks = bench.details.get("blocks")
+        blocks = section.bench_details.blocks
 
         def ratio_ci(numerator: str, denominator: str) -> stats.RatioCI:
             if blocks:  # timed in ABBA blocks: the interval resamples whole rounds
-                per_block = blocks["block_runs"] - 1
+                per_block = blocks.block_runs - 1
                 return stats.block_ratio_ci(stats.split_blocks(bench.times_ms[numerator], per_block),
                                             stats.split_blocks(bench.times_ms[denominator], per_block))
             return stats.ratio_of_medians_ci(bench.times_ms[numerator], bench.times_ms[denominator])
@@ -532,7 +442,7 @@ class ModelRun:
         if self.opts.cross_check:
             from qat_harness import crosscheck
 
-            if dev.role is Role.HOST_CPU and getattr(dev, "backend", None) == "xnnpack" and not dev.simulated:
+            if dev.runs_on_host and dev.kernel == crosscheck.KERNEL and not dev.simulated:
                 self.progress(f"{self.name}: cross-checking with {crosscheck.TOOL_NAME} on {dev_name}")
                 check = crosscheck.run_cross_check({v: paths[v] for v in labels},
                                                    {v: summary.median_ms for v, summary in section.latency.items()},
@@ -540,34 +450,23 @@ class ModelRun:
             else:
                 check = crosscheck.skipped(f"{crosscheck.TOOL_NAME} times LiteRT + XNNPACK on the host "
                                            f"CPU; {dev_name} is another backend")
-            section.bench_details["cross_check"] = check
+            section.bench_details.cross_check = check
             if check.status is not Verdict.PASS:
                 self.report.note(self.name, f"cross-check on {dev_name}: {check.status.value}: {check.reason}")
         if ratio is None:
-            self.add(claims.skip(claim_id, self.name, dev_name, f"{_NO_FLOAT} (int8 latency measured: "
-                                 f"median {section.latency[ut].median_ms:.3f} ms)"))
+            self.add(claim.skip(self.name, dev_name, f"{claims.NO_FLOAT_REFERENCE} (int8 latency measured: "
+                                f"median {section.latency[ut].median_ms:.3f} ms)"))
             return
         section.speedup_qat_vs_float = ratio
         if "ptq_int8" in bench.times_ms:
             section.speedup_ptq_vs_float = ratio_ci("float", "ptq_int8")
-        from qat_harness.devices.litert.cpu import LiteRTDevice
-
-        on_host = dev.role is Role.HOST_CPU and (isinstance(dev, LiteRTDevice) or dev.name == "openvino")
-        ceiling = claims.ceiling(self.report.run.environment.cpu.flags if on_host else None,
+        ceiling = claims.ceiling(self.report.run.environment.cpu.flags if dev.runs_on_host else None,
                                  {v: section.delegation.get(v) for v in ("float", ut)},
                                  accelerator=dev.role is Role.ACCELERATOR)
-        section.bench_details["ceiling"] = ceiling
-        if dev.role is Role.ACCELERATOR:
-            result = claims.accelerator_claim(self.name, dev_name, ratio, section.delegation.get(ut),
-                                              dev.simulated or bench.simulated)
-        else:
-            result = claims.cpu_latency_claim(self.name, dev_name, ratio, section.latency["float"],
-                                              section.latency[ut], self.report.run.environment.cpu.flags)
-        result.details["ceiling"] = ceiling
-        self.add(result)
+        section.bench_details.ceiling = ceiling
+        self.add(claim.judge(self.name, dev_name, claims.SpeedUp(
+            ratio, section.latency["float"], section.latency[ut], section.delegation.get(ut),
+            self.report.run.environment.cpu.flags, ceiling, dev.simulated or bench.simulated)))
 
-
-_NO_FLOAT = ("no float reference to compare with: give it as --float-model FLOAT.tflite or "
-             "--models int8.tflite=float.tflite")
 
 

@@ -4,9 +4,7 @@ the numbers can mean (``PreparedModel``)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
-
 
 from qat_harness.build.artifacts import QatKerasModel, build_artifacts, describe_model, get_artifacts
 from qat_harness.build.cache import ArtifactCache
@@ -120,11 +118,13 @@ def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
 def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedModel:
     progress(f"{source.label}: loading the model")
     signature, factory_data = describe_model(source.request(), workdir / "describe", timeout_s)
-    specs = [InputSpec(f"input_{i}", tuple(int(d) for d in s["shape"][1:]), "float32")
+    specs = [InputSpec(f"input_{i}", tuple(-1 if d is None else int(d) for d in s["shape"][1:]), "float32")
              for i, s in enumerate(signature["inputs"])]
-    if any(d <= 0 for s in specs for d in s.shape):
-        raise UsageError(f"{source.label}: the model's input shape {signature['inputs'][0]['shape']} "
-                         "is not fixed; give a model with a fixed input size")
+    for spec in specs:
+        problem = tflite.input_shape_problem((1, *spec.shape))  # -1: a size the model leaves open
+        if problem:
+            raise UsageError(f"{source.label}: input {spec.name} {problem} (give a model with a "
+                             "fixed input size)")
     if data_opts.dataset is None and factory_data is not None:
         data_opts = dataclasses.replace(data_opts, dataset=str(factory_data))
     data, note = user_data(specs, data_opts)
@@ -134,9 +134,15 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
     plan = {"float_epochs": 0, "qat_epochs": 1 if labelled_train and single_output else 0,
             "batch_size": settings.batch_size, "lr": settings.learning_rate,
             "qat_lr": settings.qat_learning_rate, "seed": settings.seed}
-    identity = {"digest": _source_digest(source, signature)}
+    identity = {"model": signature["model_digest"]}
     artifacts = build_artifacts(source.label, source.request(), identity, plan, data, True, cache,
                                 progress, timeout_s)
+    notes = list(signature.get("notes", []))
+    built = artifacts.metrics.get("model_digest")
+    if built and built != signature["model_digest"]:
+        notes.append(f"{source.label} gave another model (weights or architecture) each time it was "
+                     "loaded, even with the random seed fixed: the artifacts are of one of them, and the "
+                     "cache cannot recognise it, so it is rebuilt on every run")
     kinds = {SourceKind.KERAS_FILE: "tf_keras model", SourceKind.KERAS3_FILE: "Keras 3 model (translated)",
              SourceKind.FACTORY: "tf_keras model from a factory"}
     return PreparedModel(source.label, source, f"user {kinds[source.kind]} {source.label}",
@@ -144,7 +150,7 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                           "ref": source.ref, "plan": plan}, data, note, dict(artifacts.files),
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
-                         _accuracy_skip(data, has_float=True), list(signature.get("notes", [])),
+                         _accuracy_skip(data, has_float=True), notes,
                          signature.get("input_names") or None, artifacts.qat_keras)
 
 
@@ -168,7 +174,8 @@ def user_data(specs: list[InputSpec], opts: DataOptions) -> tuple[Dataset, str]:
         _check_shapes(data, specs, path)
         return data, f"{data.name}: arrays as given"
     if not path.is_dir():
-        raise UsageError(f"dataset not found: {path} (an image folder or an .npz)")
+        raise UsageError(f"dataset {path} is neither an image folder nor an .npz" if path.exists()
+                         else f"dataset not found: {path} (an image folder or an .npz)")
     if len(specs) != 1 or len(specs[0].shape) != 3 or specs[0].shape[-1] not in (1, 3):
         raise UsageError(f"an image folder fits a model with one image input (HxWx1 or HxWx3); "
                          f"this model takes {[list(s.shape) for s in specs]}: give an .npz")
@@ -232,26 +239,6 @@ def _check_same_signature(int8: tflite.ModelInfo, flt: tflite.ModelInfo, source:
         raise UsageError(f"{source.path.name} and {source.float_path.name} are not the same model: inputs "
                          f"{shapes(int8, int8.inputs)} vs {shapes(flt, flt.inputs)}, "
                          f"{len(int8.outputs)} vs {len(flt.outputs)} output(s)")
-
-
-def _source_digest(source: ModelSource, signature: dict) -> str:
-    """What determines a user's model: the file's (or folder's) bytes, or a factory's module."""
-    h = hashlib.sha256()
-    paths: list[Path] = []
-    if source.path and source.path.is_dir():
-        paths = sorted(p for p in source.path.rglob("*") if p.is_file())
-    elif source.path:
-        paths = [source.path]
-    else:
-        origin = signature.get("module_file")
-        paths = [Path(origin)] if origin and Path(origin).is_file() else []
-        h.update(str(signature.get("notes")).encode())
-    for p in paths:
-        h.update(str(p.relative_to(source.path) if source.path and source.path.is_dir() else p.name).encode())
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def n_examples(x) -> int:

@@ -105,7 +105,9 @@ def parse_entry(entry: str, float_model: str | None = None) -> ModelSource:
         _require_file(path, "Keras model file")
         if suffix == ".keras":
             return _keras_archive(entry, path)
-        if path.read_bytes()[:8] != _HDF5_SIGNATURE:
+        with path.open("rb") as f:
+            signature = f.read(len(_HDF5_SIGNATURE))
+        if signature != _HDF5_SIGNATURE:
             raise UsageError(f"{text} is not an HDF5 file (a Keras .h5 model starts with the HDF5 signature)")
         return ModelSource(SourceKind.KERAS_FILE, path.name, entry, path=path.resolve())
     if FACTORY_REF.match(text) and not path.exists():
@@ -143,10 +145,13 @@ def _check_flatbuffer(path: Path) -> None:
 
 
 def _keras_archive(entry: str, path: Path) -> ModelSource:
-    from qat_harness.build import keras3
+    from qat_harness.build import config_guard, keras3
 
     archive = keras3.read_keras_archive(path)
     if archive.is_keras3:
         keras3.check_translatable(archive)
         return ModelSource(SourceKind.KERAS3_FILE, path.name, entry, path=path.resolve())
+    code = config_guard.find_code(archive.config)  # the builder child checks again, with tf_keras
+    if code is not None:
+        raise UsageError(code.message(path.name))
     return ModelSource(SourceKind.KERAS_FILE, path.name, entry, path=path.resolve())

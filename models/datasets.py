@@ -7,14 +7,23 @@ accuracy numbers for the application models.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from qat_harness.core.errors import UsageError
+from qat_harness.core.files import regular_file
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
+#: The most a user's data set may take in memory once read (the arrays used of an .npz, from
+#: their headers; an image folder's images as float32): checked before anything is read.
+MAX_DATASET_BYTES = 4 << 30
+#: A labels file is one class name per line: ImageNet-21k's takes about 0.5 MB.
+MAX_LABELS_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -30,6 +39,24 @@ class Dataset:
     def n_classes(self) -> int:
         ys = [y for y in (self.y_train, self.y_eval) if y is not None]
         return int(max(int(y.max()) for y in ys) + 1) if ys else 0
+
+    def digest(self) -> str:
+        """sha256 of the arrays themselves (after selection, split and preprocessing) and of
+        whether the labels mean anything: what a build trains and calibrates on. The name
+        says where the data came from, not what it holds, so it is not part of it."""
+        h = hashlib.sha256(f"labels_meaningful={self.labels_meaningful}".encode())
+        for field in ("x_train", "y_train", "x_eval", "y_eval"):
+            value = getattr(self, field)
+            arrays = value if isinstance(value, list) else [value]
+            h.update(f"|{field}:{len(arrays) if isinstance(value, list) else 'one'}".encode())
+            for array in arrays:
+                if array is None:
+                    h.update(b"|none")
+                    continue
+                array = np.ascontiguousarray(array)
+                h.update(f"|{array.dtype.str}{array.shape}".encode())
+                h.update(array)
+        return h.hexdigest()
 
 
 def digits(size: int = 32) -> Dataset:
@@ -101,7 +128,7 @@ def scheme_for_range(low: float, high: float) -> str:
 def read_labels(path: Path) -> list[str]:
     """One class name per line; the line index is the model's output index (a leading
     'background' line shifts every class by one, as in TF's ImageNet label files)."""
-    path = Path(path)
+    path = regular_file(path, "labels file", MAX_LABELS_BYTES)
     try:
         lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -143,6 +170,7 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image
 
     height, width = size
+    regular_file(path, "image")
     try:
         with Image.open(path) as im:
             limit = Image.MAX_IMAGE_PIXELS
@@ -188,14 +216,21 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
     if not classes:
         raise UsageError(f"dataset folder {root} has no class sub-folders (expected class/xxx.jpg)")
     index = class_indices(classes, labels, f"dataset {root}")
+    chosen = {cls: sorted(f for f in (root / cls).iterdir()
+                          if f.suffix.lower() in IMAGE_SUFFIXES)[:limit_per_class] for cls in classes}
+    n_images = sum(len(files) for files in chosen.values())
+    if not n_images:
+        raise UsageError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    needed = n_images * height * width * channels * np.dtype(np.float32).itemsize
+    if needed > MAX_DATASET_BYTES:
+        raise UsageError(f"dataset folder {root}: {n_images} images at {height}x{width}x{channels} take "
+                         f"{needed} bytes as float32, more than the {MAX_DATASET_BYTES} a data set may "
+                         "take; read fewer with --limit-per-class")
     xs, ys = [], []
-    for cls in classes:
-        files = sorted(f for f in (root / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files[:limit_per_class]:
+    for cls, files in chosen.items():
+        for f in files:
             xs.append(read_image(f, (height, width), channels))
             ys.append(index[cls])
-    if not xs:
-        raise UsageError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     x = preprocess_fn(np.stack(xs)).astype(np.float32)
     y = np.asarray(ys, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -207,27 +242,20 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
 
 def npz(path: Path, n_inputs: int = 1, eval_fraction: float = 0.5, seed: int = 0) -> Dataset:
     """An .npz with ``x`` (or ``x_0``, ``x_1``, ... for a model with several inputs) and an
-    optional ``y`` of class indices. Loaded without pickle."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise UsageError(f"dataset file not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a readable .npz (without pickled objects): {exc}") from None
-    keys = ["x"] if n_inputs == 1 else [f"x_{i}" for i in range(n_inputs)]
-    if n_inputs == 1 and "x" not in arrays and "x_0" in arrays:
-        keys = ["x_0"]
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise UsageError(f"{path} has no '{missing[0]}' array (it has: {', '.join(arrays) or 'nothing'})")
-    xs = [arrays[k] for k in keys]
+    optional ``y`` of class indices. Only those arrays are read, each header checked first
+    (numbers, not Python objects; within ``MAX_DATASET_BYTES`` together); never unpickled."""
+    path = regular_file(path, "dataset file")
+    xs, y = _npz_arrays(path, n_inputs)
     n = len(xs[0])
     if n == 0 or any(len(x) != n for x in xs):
         raise UsageError(f"{path}: the input arrays are empty or of different lengths")
-    y = arrays.get("y")
-    if y is not None and (len(y) != n or not np.issubdtype(y.dtype, np.integer)):
+    for i, x in enumerate(xs):
+        finite = np.isfinite(x).all(axis=tuple(range(1, x.ndim))) if x.dtype.kind == "f" else None
+        if finite is not None and not finite.all():
+            raise UsageError(f"{path}: the inputs hold NaN or infinite values (example "
+                             f"{int(np.argmin(finite))}{f' of input {i}' if len(xs) > 1 else ''}); "
+                             "give finite numbers")
+    if y is not None and (len(y) != n or y.min() < 0):
         raise UsageError(f"{path}: 'y' must hold one integer class index per example")
     order = np.random.default_rng(seed).permutation(n)
     n_eval = max(1, int(n * eval_fraction)) if y is not None else n
@@ -236,6 +264,62 @@ def npz(path: Path, n_inputs: int = 1, eval_fraction: float = 0.5, seed: int = 0
     return Dataset(f"npz:{path.name}", pick(tr) if len(tr) else None,
                    y[tr] if y is not None and len(tr) else None, pick(ev),
                    y[ev] if y is not None else None, labels_meaningful=y is not None)
+
+
+def _npz_arrays(path: Path, n_inputs: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The input arrays and ``y`` (or None) of an .npz, read as numbers after their headers
+    were checked; the other members are never read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            keys = ["x"] if n_inputs == 1 else [f"x_{i}" for i in range(n_inputs)]
+            if n_inputs == 1 and "x" not in members and "x_0" in members:
+                keys = ["x_0"]
+            missing = [k for k in keys if k not in members]
+            if missing:
+                raise UsageError(f"{path} has no '{missing[0]}' array (it has: "
+                                 f"{', '.join(members) or 'nothing'})")
+            used = keys + (["y"] if "y" in members else [])
+            headers = {k: _npy_header(archive, members[k], path, k) for k in used}
+            total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+            if total > MAX_DATASET_BYTES:
+                declared = ", ".join(f"{k} {list(shape)} {dtype}" for k, (shape, dtype) in headers.items())
+                raise UsageError(f"{path}: its arrays ({declared}) take {total} bytes, more than the "
+                                 f"{MAX_DATASET_BYTES} a data set may take")
+            arrays = {}
+            for k in used:
+                with archive.open(members[k]) as member:
+                    arrays[k] = np.lib.format.read_array(member, allow_pickle=False)
+    except UsageError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, RuntimeError,
+            NotImplementedError) as exc:  # what zipfile and numpy raise on a malformed file
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"{path} is not a readable .npz (a zip of .npy arrays, without pickled "
+                         f"objects): {why}") from None
+    return [arrays[k] for k in keys], arrays.get("y")
+
+
+def _npy_header(archive: zipfile.ZipFile, member: str, path: Path, key: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from an .npy member's header, read without its data; refused unless it
+    is an array of numbers (``y``: integers) with at least one axis."""
+    from numpy.lib import format as npy
+
+    with archive.open(member) as f:
+        version = npy.read_magic(f)
+        readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+        if version not in readers:
+            raise UsageError(f"{path}: '{key}' is an .npy of version {version}, which holds named "
+                             "fields, not an array of numbers")
+        shape, _fortran, dtype = readers[version](f)
+    if key == "y" and (dtype.kind not in "iu" or len(shape) != 1):
+        raise UsageError(f"{path}: 'y' must hold one integer class index per example")
+    if not shape:
+        raise UsageError(f"{path}: '{key}' is a single value, not an array of examples")
+    if dtype.kind not in "biuf":
+        raise UsageError(f"{path}: '{key}' holds {dtype} values, not numbers"
+                         + (" (Python objects are never unpickled)" if dtype.hasobject else ""))
+    return shape, dtype
 
 
 def synthetic_for(shapes: list[tuple[int, ...]], dtypes: list[str], ranges: list[tuple[float, float]],

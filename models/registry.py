@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from qat_harness.core.errors import UsageError
+from qat_harness.core.files import file_digest, regular_file
 from qat_harness.models import datasets
 
 
@@ -33,7 +34,7 @@ class ModelConfig:
     def key(self) -> dict:
         d = dataclasses.asdict(self)
         if self.weights:  # the file's content, not its name, determines the model
-            d["weights_sha256"] = _file_digest(self.weights)
+            d["weights_sha256"] = file_digest(regular_file(self.weights, "weights file"))
         return d
 
 
@@ -54,19 +55,6 @@ class ModelSpec:
                labels: str | None = None, preprocess: str | None = None) -> ModelConfig:
         return ModelConfig(input_size or self.default_input_size, weights, dataset, limit_per_class,
                            labels, preprocess)
-
-
-def _file_digest(path: str) -> str:
-    import hashlib
-
-    p = Path(path)
-    if not p.is_file():
-        return "missing"
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _digits_build(cfg: ModelConfig):

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qat_harness.core.timing import TimingProtocol
+
+from qat_harness import claims
 from qat_harness.core.errors import UsageError
 from qat_harness.devices import registry
 from qat_harness.devices.android import benchmark_output as bmo
@@ -59,7 +62,8 @@ def invocations(fake: FakeDevice, since: int = 0) -> list[str]:
 def test_declarations_roles_and_shared_options():
     assert (NnapiDevice.role, AndroidGpuDevice.role, AndroidCpuDevice.role) == (
         Role.ACCELERATOR, Role.ACCELERATOR, Role.HOST_CPU)
-    assert AndroidCpuDevice.role.latency_claim == "C2-cpu-latency"
+    assert claims.latency_claim(AndroidCpuDevice.role) is claims.CpuLatency
+    assert claims.latency_claim(NnapiDevice.role) is claims.AcceleratorLatency
     options = {name: {o.name: o for o in cls.options} for name, (cls, *_rest) in BACKENDS.items()}
     for shared in ("serial", "benchmark_model", "bench_invocations", "run_batch"):
         assert options["nnapi"][shared] == options["android-gpu"][shared] == options["android-cpu"][shared]
@@ -151,7 +155,7 @@ def test_benchmark_interleaves_and_says_samples_are_invocation_averages(backend,
     bench = dev.benchmark({"float": tiny_models["float"], "qat_int8": tiny_models["int8"]},
                           {"float": tiny_models["x"][:1], "qat_int8": int8_inputs[:1]},
                           BenchSettings(warmup_runs=1, min_runs=4, min_seconds=0.0, timeout_s=120))
-    assert bench.simulated is True
+    assert bench.simulated is True and bench.protocol is TimingProtocol.INVOCATION_MEANS
     assert {k: len(v) for k, v in bench.times_ms.items()} == {"float": 2, "qat_int8": 2}
     assert all(t > 0 for v in bench.times_ms.values() for t in v)
     assert bench.details["per_run_times"] is False and "never per-run times" in bench.details["method"]

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recorded_reports import ENV, options
 
 from qat_harness import cli, pipeline
-from qat_harness.build.cache import ArtifactCache, BUILDING_PREFIX
+from qat_harness.build.cache import BUILDING_PREFIX, ArtifactCache
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
-from qat_harness.report import Report, RunFolderBusy
-
-from test_report_compare import ENV
+from qat_harness.record.folder import RunFolderBusy
+from qat_harness.record.report import Report
+from qat_harness.writers.pages import run_pages
 
 
 def _run_cli(capsys, *argv):
@@ -84,11 +85,11 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 
 def test_a_second_report_on_a_folder_in_use_is_refused(tmp_path):
-    first = Report(tmp_path, ENV, {})
+    first = Report(tmp_path, ENV, options(tmp_path))
     with pytest.raises(RunFolderBusy, match="in use by another run"):
-        Report(tmp_path, ENV, {})
+        Report(tmp_path, ENV, options(tmp_path))
     first.finish()
-    Report(tmp_path, ENV, {}).finish()  # once finished, the folder is free again
+    Report(tmp_path, ENV, options(tmp_path)).finish()  # once finished, the folder is free again
 
 
 # -- 5. disk full -------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def _fake_model_run(claims_by_call):
 
         def execute(self):
             for _device in ("cpu",):
-                self.report.add_claim(claim_lib.size_claim(self.name, 4000, 1000))
+                self.report.add_claim(claim_lib.Size.judge(self.name, claim_lib.FileSizes(4000, 1000)))
                 self.report.run.models.setdefault(self.name, pipeline.ModelSection()).description = \
                     "latencies " + ",".join(str(v) for v in range(2000))
                 claims_by_call.append(self.name)
@@ -111,7 +112,7 @@ def _fake_model_run(claims_by_call):
 
 
 def _fail_fsync_once(monkeypatch, after: int):
-    import qat_harness.report as report_module
+    import qat_harness.record.folder as report_module
 
     calls = {"n": 0}
     real = os.fsync
@@ -378,9 +379,9 @@ HOSTILE = "# Owned\n<img src=x onerror=alert(1)> [link](http://evil) | col"
 
 
 def test_hostile_names_are_inert_in_report_md(tmp_path):
-    from qat_harness.report import DatasetInfo, DeviceSection, ModelSection
+    from qat_harness.record.tree import DatasetInfo, DeviceSection, ModelSection
 
-    r = Report(tmp_path, ENV, {})
+    r = Report(tmp_path, ENV, options(tmp_path), pages=run_pages(tmp_path))
     section = r.model(HOSTILE, ModelSection(description=HOSTILE))
     section.dataset = DatasetInfo(f"folder:{HOSTILE}", 3, True, HOSTILE)
     section.devices["cpu"] = DeviceSection(simulated=False, errors={"run:int8": HOSTILE})
@@ -428,7 +429,7 @@ def test_layers_exits_1_on_error_cells_takes_a_probe_timeout_and_warns_about_use
 # -- resume ---------------------------------------------------------------------------------------
 def test_resume_redoes_only_what_is_missing(tmp_path, monkeypatch, capsys, tiny_models):
     from qat_harness import claims as claim_lib
-    from qat_harness.report import DeviceSection
+    from qat_harness.record.tree import DeviceSection
 
     calls: list[str] = []
 
@@ -438,7 +439,7 @@ def test_resume_redoes_only_what_is_missing(tmp_path, monkeypatch, capsys, tiny_
         self.section.devices.setdefault(dev_name, DeviceSection(simulated=dev.simulated))
         if dev_name == "cpu-ref" and len(calls) == 2:
             raise KeyboardInterrupt  # the first run stops here
-        self.add(claim_lib.skip("C2-cpu-latency", self.name, dev_name, f"measured in call {len(calls)}"))
+        self.add(claim_lib.CpuLatency.skip(self.name, dev_name, f"measured in call {len(calls)}"))
     monkeypatch.setattr(pipeline.ModelRun, "on_device", on_device)
     out = tmp_path / "run"
     models = f"{tiny_models['int8']}={tiny_models['float']}"

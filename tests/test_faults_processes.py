@@ -42,6 +42,24 @@ def _wait_for(path: Path, timeout_s: float = 120) -> str:
 
 
 @pytest.fixture
+def started():
+    """Processes a test starts (and the sessions of the children they report): whatever a
+    failed assertion leaves running is killed, so a failing test never leaves a sleeper."""
+    procs: list[subprocess.Popen] = []
+    sessions: list[int] = []
+    yield procs, sessions
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    for pid in sessions:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # a child the harness starts leads its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
 def sleepy_modules(tmp_path, monkeypatch):
     """Child modules that write their pid and then sleep: a one-shot one and a serving one
     (which never says it is ready)."""
@@ -85,7 +103,7 @@ class SlowRun:
     def __init__(self, source, opts, devices, cache, report, progress):
         self.report, self.name = report, source.label
     def execute(self):
-        self.report.add_claim(claims.size_claim(self.name, 4000, 1000))  # measured before the signal
+        self.report.add_claim(claims.Size.judge(self.name, claims.FileSizes(4000, 1000)))  # measured before the signal
         self.report.save()
         ArtifactCache(Path(sys.argv[2])).store("k" * 64, lambda folder: run_child(
             "qat_sleepy", {"pidfile": sys.argv[3]}, 600))
@@ -95,16 +113,28 @@ sys.exit(cli.main(["run", "--models", sys.argv[4], "--skip-bitwidth", "--out", s
 """
 
 
-@pytest.mark.parametrize("signum,code,status", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
-                                                (signal.SIGINT, 130, "interrupted (Ctrl-C / SIGINT)")])
-def test_a_signal_mid_run_finishes_the_report_and_kills_the_child(tmp_path, sleepy_modules, tiny_models,
-                                                                 signum, code, status):
+#: What a shell does to every job a script starts with ``&`` (and some CI runners to their
+#: steps): the harness then inherits SIGINT ignored.
+SIGINT_IGNORED_BY_THE_PARENT = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+
+
+@pytest.mark.parametrize("signum,code,status,inherited", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", ""),
+    (signal.SIGINT, 130, "interrupted (Ctrl-C / SIGINT)", ""),
+    (signal.SIGINT, 130, "interrupted (Ctrl-C / SIGINT)", SIGINT_IGNORED_BY_THE_PARENT),
+], ids=["SIGTERM", "SIGINT", "SIGINT-inherited-ignored"])
+def test_a_signal_mid_run_finishes_the_report_and_kills_the_child(tmp_path, sleepy_modules, tiny_models, started,
+                                                                 signum, code, status, inherited):
+    """Whatever SIGINT disposition the harness inherits (pytest itself may run with it
+    ignored, as a background job), SIGINT stops a run with an ``interrupted`` report."""
     out, cache, pidfile = tmp_path / "out", tmp_path / "cache", tmp_path / "child.pid"
     script = tmp_path / "run.py"
-    script.write_text(RUN_SCRIPT)
+    script.write_text(inherited + RUN_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(out), str(cache), str(pidfile),
                              str(tiny_models["int8"])], stderr=subprocess.PIPE, text=True)
+    started[0].append(proc)
     child = int(_wait_for(pidfile))
+    started[1].append(child)
     proc.send_signal(signum)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
@@ -118,21 +148,26 @@ def test_a_signal_mid_run_finishes_the_report_and_kills_the_child(tmp_path, slee
     assert not list(cache.glob(".building-*")), "a build folder was left in the cache"
 
 
-def test_ctrl_c_while_a_serving_child_starts_kills_it(tmp_path, sleepy_modules):
+def test_ctrl_c_while_a_serving_child_starts_kills_it(tmp_path, sleepy_modules, started):
+    """The script takes stop signals as the harness's ``main`` does (``sigterm_as_interrupt``),
+    so it holds when pytest runs with SIGINT ignored (a background job) too."""
     pidfile = tmp_path / "serving.pid"
     script = tmp_path / "serve.py"
     script.write_text(textwrap.dedent(f"""
         from pathlib import Path
-        from qat_harness.core.child import ServingChild
+        from qat_harness.core.child import ServingChild, sigterm_as_interrupt
         child = ServingChild("qat_slow_start", Path({str(tmp_path / 'log.txt')!r}),
                              env={{"PIDFILE": {str(pidfile)!r}}})
         try:
-            child.run({{}}, 600)
+            with sigterm_as_interrupt():
+                child.run({{}}, 600)
         except KeyboardInterrupt:
             raise SystemExit(130)
     """))
     proc = subprocess.Popen([sys.executable, str(script)])
+    started[0].append(proc)
     child = int(_wait_for(pidfile))
+    started[1].append(child)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     time.sleep(0.2)
@@ -208,8 +243,8 @@ def test_processes_storing_and_reading_one_key_never_see_half_an_entry(tmp_path)
 NIGHTLY_SCRIPT = """
 import datetime, sys, time
 from qat_harness import cli
-from qat_harness.report import Report
-from test_report_compare import ENV
+from qat_harness.record.report import Report
+from recorded_reports import ENV, options
 
 class FrozenClock:  # both nightlies start in the same second
     class datetime(datetime.datetime):
@@ -218,15 +253,15 @@ class FrozenClock:  # both nightlies start in the same second
             return datetime.datetime(2024, 1, 1, 3, 0, 0)
 
 def fake_run(args, out=None):
-    report = Report(out, ENV, {"pid": sys.argv[2]})
+    report = Report(out, ENV, options(out, models=(f"pid{sys.argv[2]}",)))
     time.sleep(1)  # overlap with the other nightly
     report.finish()
     if sys.argv[3] == "stagger":  # the runs overlap; their history records do not
         time.sleep(3 * int(sys.argv[2]))
-    return 0
+    return 0, report
 
 cli.dt = FrozenClock
-cli.cmd_run = fake_run
+cli._run = fake_run
 sys.exit(cli.main(["nightly", "--out", sys.argv[1]]))
 """
 
@@ -243,8 +278,8 @@ def test_two_nightlies_at_once_never_share_a_run_folder(tmp_path, history):
         assert p.returncode == 0, err[-2000:]
     folders = sorted(p for p in (tmp_path / "nightly").iterdir() if p.is_dir())
     assert [f.name for f in folders] == ["2024-01-01-030000", "2024-01-01-030000-2"]
-    pids = {json.loads((f / "report.json").read_text())["options"]["pid"] for f in folders}
-    assert pids == {"0", "1"}  # each run wrote its own report
+    pids = {json.loads((f / "report.json").read_text())["options"]["models"][0] for f in folders}
+    assert pids == {"pid0", "pid1"}  # each run wrote its own report
 
 
 # -- a phone that drops off the bus mid-run -------------------------------------------------------
@@ -253,6 +288,7 @@ def test_a_phone_going_offline_mid_run_is_an_error_and_the_run_goes_on(tmp_path,
                                                                        tiny_models):
     from qat_harness import pipeline
     from qat_harness.devices.android.nnapi import NnapiDevice
+    from qat_harness.devices.device_set import DeviceSet
     from qat_harness.devices.litert.cpu import CpuDevice
     from simulators.fake_adb import FakeDevice
 
@@ -260,7 +296,8 @@ def test_a_phone_going_offline_mid_run_is_an_error_and_the_run_goes_on(tmp_path,
     phone = NnapiDevice(env={"ADB_SERVER_SOCKET": server.socket_spec, "QAT_BENCHMARK_MODEL": str(binary)})
     opts = pipeline.RunOptions(models=[f"{tiny_models['int8']}={tiny_models['float']}"],
                                devices=["nnapi", "cpu"], out=tmp_path / "out", check_bit_widths=False)
-    report = pipeline.run(opts, devices={"nnapi": phone, "cpu": CpuDevice()})
+    devices = DeviceSet({"nnapi": phone, "cpu": CpuDevice()}, availability={}, options={})
+    report = pipeline.run(opts, devices=devices)
     data = json.loads(report.json_path.read_text())
     assert data["status"] == "complete"
     errors = data["models"]["int8.tflite"]["devices"]["nnapi"]["errors"]

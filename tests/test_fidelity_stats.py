@@ -68,11 +68,14 @@ def test_paired_difference_counts_discordant_examples_and_mcnemar():
     assert d.ci_low <= d.drop_points <= d.ci_high
 
 
+def _a1(top1, baseline, candidate, paired):
+    return claims.Accuracy.judge("m", "cpu", claims.PairedAccuracy(top1, baseline, candidate, paired))
+
+
 def test_clear_drop_fails():
     base, cand = _predictions(2000, 0.95, 0.90)
     d = stats.paired_accuracy_difference(base, cand)
-    c = claims.paired_accuracy_claim("m", "cpu", {"float_ft": base.mean(), "qat_int8": cand.mean()},
-                                     "float_ft", "qat_int8", d)
+    c = _a1({"float_ft": base.mean(), "qat_int8": cand.mean()}, "float_ft", "qat_int8", d)
     assert c.verdict is Verdict.FAIL and d.ci_low > 1 and d.mcnemar_p < 1e-6
     assert c.measured == pytest.approx(5.0, abs=0.1)
 
@@ -84,8 +87,7 @@ def test_no_difference_with_many_examples_passes():
     cand[swap[:20]] = ~base[swap[:20]]
     cand[swap[20:]] = base[swap[20:]]
     d = stats.paired_accuracy_difference(base, cand)
-    c = claims.paired_accuracy_claim("m", "cpu", {"float": base.mean(), "float_ft": base.mean(),
-                                                  "qat_int8": cand.mean()}, "float_ft", "qat_int8", d)
+    c = _a1({"float": base.mean(), "float_ft": base.mean(), "qat_int8": cand.mean()}, "float_ft", "qat_int8", d)
     assert c.verdict is Verdict.PASS, c.reason
     assert d.ci_high <= 1 and c.details["float_top1"] == base.mean() and c.details["n"] == 5000
 
@@ -96,8 +98,7 @@ def test_small_set_is_too_small_to_tell_one_point_apart():
     base = np.ones(100, bool)
     d = stats.paired_accuracy_difference(base, base)
     assert d.ci_low == d.ci_high == 0
-    c = claims.paired_accuracy_claim("m", "cpu", {"float_ft": 1.0, "qat_int8": 1.0}, "float_ft",
-                                     "qat_int8", d)
+    c = _a1({"float_ft": 1.0, "qat_int8": 1.0}, "float_ft", "qat_int8", d)
     assert c.verdict is Verdict.WARN and "too small to tell 1 point apart" in c.reason
 
 
@@ -108,8 +109,7 @@ def test_wide_interval_is_too_small_to_tell():
     won = rng.choice(np.flatnonzero(~base), 30, replace=False)   # but many disagreements
     cand[lost], cand[won] = False, True
     d = stats.paired_accuracy_difference(base, cand)
-    c = claims.paired_accuracy_claim("m", "cpu", {"float_ft": base.mean(), "qat_int8": cand.mean()},
-                                     "float_ft", "qat_int8", d)
+    c = _a1({"float_ft": base.mean(), "qat_int8": cand.mean()}, "float_ft", "qat_int8", d)
     assert d.half_width > 1
     assert c.verdict is Verdict.WARN and "too small to tell" in c.reason
 
@@ -117,7 +117,7 @@ def test_wide_interval_is_too_small_to_tell():
 def test_without_control_arm_the_reason_says_so():
     base, cand = _predictions(2000, 0.9, 0.9)
     d = stats.paired_accuracy_difference(base, cand)
-    c = claims.paired_accuracy_claim("m", "cpu", {"float": 0.9, "qat_int8": 0.9}, "float", "qat_int8", d)
+    c = _a1({"float": 0.9, "qat_int8": 0.9}, "float", "qat_int8", d)
     assert "no control arm" in c.reason and c.details["baseline"] == "float"
 
 

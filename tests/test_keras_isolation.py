@@ -18,10 +18,10 @@ def test_a_keras3_project_keeps_keras3(request):
     assert tf.keras.__version__.startswith("3."), tf.keras.__version__
 
 
-def test_the_harness_fixtures_do_not_switch_keras(device, request):
+def test_the_harness_fixtures_do_not_switch_keras(qat_device, request):
     from qat_harness import pipeline  # noqa: F401 - the run machinery, imported in this process
     import tensorflow as tf
-    assert device.name == "cpu"
+    assert qat_device.name == "cpu"
     assert "TF_USE_LEGACY_KERAS" not in os.environ
     assert tf.keras.__version__.startswith("3."), tf.keras.__version__
 """

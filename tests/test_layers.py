@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qat_harness.layers import matrix as layers
-from qat_harness.layers import report as layers_report
-from qat_harness.devices.base import Delegation, Role
+from qat_harness.claims import judge_layer_matrix
+from qat_harness.claims.layer_matrix import LayerMatrix
 from qat_harness.core.errors import UsageError
 from qat_harness.core.tflite import TensorInfo
+from qat_harness.devices.base import Delegation, Role
+from qat_harness.layers import matrix as layers
+from qat_harness.layers import report as layers_report
+from qat_harness.layers import stages
+from qat_harness.layers.tasks import available_probes
 
 TESTS = Path(__file__).resolve().parent
 HANG_TIMEOUT_S = 25
@@ -37,7 +41,7 @@ def _out_tensor(scale=0.05, zp=0, dtype="int8"):
 def test_numeric_identical_outputs_pass():
     keras_out = (np.arange(8, dtype=np.float32).reshape(2, 4) - 4) * 0.05
     q = np.round(keras_out / 0.05).astype(np.int8)
-    cell = layers.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
+    cell = stages.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
     assert cell["verdict"] == "PASS"
     assert cell["details"]["vs_keras"]["max_steps"] == 0
     assert cell["details"]["vs_reference"]["max_steps"] == 0
@@ -47,7 +51,7 @@ def test_numeric_identical_outputs_pass():
 def test_numeric_distance_to_keras_sets_the_verdict(offset, verdict):
     keras_out = np.zeros((3, 4), np.float32)
     q = np.full((3, 4), offset, np.int8)
-    cell = layers.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
+    cell = stages.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
     assert cell["verdict"] == verdict
     assert cell["details"]["vs_keras"]["max_steps"] == offset
 
@@ -56,7 +60,7 @@ def test_numeric_reference_outlier_is_named_not_failed():
     keras_out = np.zeros((2, 4), np.float32)
     device = np.zeros((2, 4), np.int8)           # agrees with Keras
     reference = np.full((2, 4), 5, np.int8)      # the reference kernel is off by 5
-    cell = layers.numeric_stage(Role.HOST_CPU, device, reference, "", keras_out, _out_tensor())
+    cell = stages.numeric_stage(Role.HOST_CPU, device, reference, "", keras_out, _out_tensor())
     assert cell["verdict"] == "WARN"
     assert "reference kernels are the further" in cell["reason"]
 
@@ -65,13 +69,13 @@ def test_numeric_device_far_from_both_fails():
     keras_out = np.zeros((2, 4), np.float32)
     device = np.full((2, 4), 9, np.int8)
     reference = np.zeros((2, 4), np.int8)
-    cell = layers.numeric_stage(Role.ACCELERATOR, device, reference, "", keras_out, _out_tensor())
+    cell = stages.numeric_stage(Role.ACCELERATOR, device, reference, "", keras_out, _out_tensor())
     assert cell["verdict"] == "FAIL"
     assert "max 9 step" in cell["reason"]
 
 
 def test_numeric_float_output_is_skipped():
-    cell = layers.numeric_stage(Role.HOST_CPU, np.zeros((1, 4), np.float32), None, "", np.zeros((1, 4)),
+    cell = stages.numeric_stage(Role.HOST_CPU, np.zeros((1, 4), np.float32), None, "", np.zeros((1, 4)),
                                 _out_tensor(dtype="float32"))
     assert cell["verdict"] == "SKIP" and "float32" in cell["reason"]
 
@@ -82,12 +86,12 @@ def test_delegation_verdicts():
     part = Delegation("xnnpack", ops_total=4, ops_delegated=1, fallback=[("SOFTMAX", "builtin")])
     none_cpu = Delegation("xnnpack", ops_total=2, ops_delegated=0, fallback=[("TRANSPOSE_CONV", "x")])
     none_tpu = Delegation("edgetpu", ops_total=2, ops_delegated=0, fallback=[("LOGISTIC", "x")])
-    assert layers.delegated_stage(Role.HOST_CPU, full)["verdict"] == "PASS"
-    cell = layers.delegated_stage(Role.HOST_CPU, part)
+    assert stages.delegated_stage(Role.HOST_CPU, full)["verdict"] == "PASS"
+    cell = stages.delegated_stage(Role.HOST_CPU, part)
     assert cell["verdict"] == "WARN" and "SOFTMAX" in cell["reason"] and "1/4" in cell["reason"]
-    assert layers.delegated_stage(Role.HOST_CPU, none_cpu)["verdict"] == "WARN"
-    assert layers.delegated_stage(Role.ACCELERATOR, none_tpu)["verdict"] == "FAIL"
-    assert layers.delegated_stage(Role.ORACLE, None)["verdict"] == "SKIP"
+    assert stages.delegated_stage(Role.HOST_CPU, none_cpu)["verdict"] == "WARN"
+    assert stages.delegated_stage(Role.ACCELERATOR, none_tpu)["verdict"] == "FAIL"
+    assert stages.delegated_stage(Role.ORACLE, None)["verdict"] == "SKIP"
 
 
 # -- documentation comparison ----------------------------------------------------------------------
@@ -99,20 +103,24 @@ def _entry(stages: dict, status="supported", predicts="PASS", claims=(), name="p
 
 def test_documentation_mismatch_is_explicit():
     went_through = _entry({"qat": "WARN", "convert": "PASS"}, "not in registry", "FAIL")
-    m = layers.compare_with_documentation(went_through)
+    m = stages.compare_with_documentation(went_through)
     assert m["agrees"] is False and m["note"].startswith("DIFFERS")
     broken_later = _entry({"qat": "PASS", "convert": "PASS", "int8": "FAIL"})
-    m = layers.compare_with_documentation(broken_later)
+    m = stages.compare_with_documentation(broken_later)
     assert m["agrees"] is False and "int8" in m["note"]
     refused = _entry({"qat": "FAIL"}, "not in registry", "FAIL")
-    assert layers.compare_with_documentation(refused)["agrees"] is True
+    assert stages.compare_with_documentation(refused)["agrees"] is True
     errored = _entry({"qat": "ERROR"})
-    assert layers.compare_with_documentation(errored)["agrees"] is None
+    assert stages.compare_with_documentation(errored)["agrees"] is None
 
 
 # -- claims ---------------------------------------------------------------------------------------
 _ALL_PASS = {"qat": "PASS", "convert": "PASS", "int8": "PASS", "cpu:runs": "PASS",
              "cpu:delegated": "PASS", "cpu:numeric": "PASS"}
+
+
+def _m_claims(matrix: dict) -> list[dict]:
+    return [c.to_dict() for c in judge_layer_matrix(LayerMatrix.from_json(matrix))]
 
 
 def _matrix(*entries):
@@ -122,7 +130,7 @@ def _matrix(*entries):
 def test_m2_fails_when_an_allow_listed_layer_breaks():
     ok = _entry(_ALL_PASS, claims=["M2"], name="conv2d")
     bad = _entry({**_ALL_PASS, "int8": "FAIL"}, claims=["M2"], name="average_pooling2d")
-    (m2,) = [c for c in layers.m_claims_from_matrix(_matrix(ok, bad)) if c["id"] == "M2-layers"]
+    (m2,) = [c for c in _m_claims(_matrix(ok, bad)) if c["id"] == "M2-layers"]
     assert m2["verdict"] == "FAIL" and m2["device"] == "cpu"
     assert m2["measured"]["passing"] == 1 and "average_pooling2d" in m2["reason"]
 
@@ -131,7 +139,7 @@ def test_m4_reports_limits_and_m5_outdated_documentation():
     basic = _entry(_ALL_PASS, claims=["M4"], name="concat_channels")
     scaled = _entry({**_ALL_PASS, "cpu:numeric": "FAIL"}, claims=["M4"], name="concat_scaled_inputs")
     lstm = _entry(_ALL_PASS, claims=["M5"], name="lstm")
-    claims = {c["id"]: c for c in layers.m_claims_from_matrix(_matrix(basic, scaled, lstm))}
+    claims = {c["id"]: c for c in _m_claims(_matrix(basic, scaled, lstm))}
     assert claims["M4-concat"]["verdict"] == "WARN" and "concat_scaled_inputs" in claims["M4-concat"]["reason"]
     assert claims["M5-rnn"]["verdict"] == "WARN" and "pessimistic" in claims["M5-rnn"]["reason"]
     for c in claims.values():
@@ -144,7 +152,7 @@ def test_device_claims_skip_an_unavailable_device():
     matrix = {"devices": {"cpu": {"available": True},
                           "nnapi": {"available": False, "reason": "no adb server"}},
               "probes": [ok]}
-    m2 = {c["device"]: c for c in layers.m_claims_from_matrix(matrix) if c["id"] == "M2-layers"}
+    m2 = {c["device"]: c for c in _m_claims(matrix) if c["id"] == "M2-layers"}
     assert m2["cpu"]["verdict"] == "PASS"
     assert m2["nnapi"]["verdict"] == "SKIP" and "no adb server" in m2["nnapi"]["reason"]
 
@@ -152,13 +160,13 @@ def test_device_claims_skip_an_unavailable_device():
 def test_m1_error_when_subclassed_crashes():
     seq = _entry(_ALL_PASS, claims=["M1"], name="sequential_model")
     sub = _entry({"qat": "ERROR"}, claims=["M1"], name="subclassed_model")
-    (m1,) = [c for c in layers.m_claims_from_matrix(_matrix(seq, sub)) if c["id"] == "M1-api"]
+    (m1,) = [c for c in _m_claims(_matrix(seq, sub)) if c["id"] == "M1-api"]
     assert m1["verdict"] == "ERROR"
 
 
 # -- input validation -------------------------------------------------------------------------------
 def test_probe_catalogue_covers_the_issue():
-    names = layers.available_probes()
+    names = available_probes()
     assert len(names) >= 30
     for required in ("conv2d", "depthwise_conv2d", "separable_conv2d", "conv2d_transpose", "dense",
                      "relu", "relu6", "softmax", "add", "concat_channels", "average_pooling2d",

@@ -16,6 +16,8 @@ from qat_harness import cli
 from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import RunResult
 from qat_harness.layers import matrix as layers
+from qat_harness.layers.stages import error_cells
+from qat_harness.layers.tasks import make_tasks
 from qat_harness.layers import report as layers_report
 from qat_harness.recipes import catalog
 
@@ -101,7 +103,7 @@ def test_the_matrix_files_keep_the_old_keys_and_add_the_recipe_table(run):
     table = layers_report.render_table(matrix)
     assert "int4-weight" in table and "16x8" in table and "no weights" in table
     assert any("recipes: int4-weight" in m for m in run["messages"])
-    assert layers.error_cells(matrix) == []
+    assert error_cells(matrix) == []
 
 
 # -- error paths, on the files the run made -------------------------------------------------------
@@ -200,7 +202,7 @@ class _RecordingChild:
 
 def test_without_the_quantizer_every_recipe_cell_is_a_skip_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "quantizer_version", lambda: None)
-    tasks = layers._tasks(["relu"], ())
+    tasks = make_tasks(["relu"], ())
     run = layers.MatrixRun(tasks, ["cpu"], tmp_path, None, 1, 60.0, 16, recipes=RECIPES)
     run.open_devices()
     child = _RecordingChild()
@@ -213,11 +215,11 @@ def test_without_the_quantizer_every_recipe_cell_is_a_skip_naming_the_extra(tmp_
     assert run.matrix["recipe_axis"]["quantizer_version"] is None
     md = layers_report.markdown({**run.matrix, "probes": [entry]})
     assert "| relu | · SKIP quantizer missing | · SKIP quantizer missing |" in md
-    assert layers.error_cells({"probes": [entry]}) == []
+    assert error_cells({"probes": [entry]}) == []
 
 
 def test_without_recipes_the_matrix_asks_and_writes_nothing_new(tmp_path):
-    tasks = layers._tasks(["relu"], ())
+    tasks = make_tasks(["relu"], ())
     run = layers.MatrixRun(tasks, ["cpu"], tmp_path, None, 1, 60.0, 16)
     run.open_devices()
     child = _RecordingChild()

@@ -2,6 +2,7 @@
 the artifact cache key follows the installed code, not the source tree's folder layout."""
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +13,34 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+def running_site_packages() -> list[str]:
+    """Where the interpreter running the suite finds its libraries: the venv's site-packages
+    inside a venv, the interpreter's own outside one (and the user site when it is on)."""
+    folders = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        folders.append(site.getusersitepackages())
+    return [f for f in folders if os.path.isdir(f)]
+
+
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
-    """A venv that sees this machine's TensorFlow (system site-packages) but holds its own,
-    non-editable install of qat-harness, built from this checkout without network."""
+    """A venv holding its own, non-editable install of qat-harness, built from this checkout
+    the way ``pip install .`` builds it (in build isolation, with the build requirements
+    pyproject.toml declares, from pip's configured index), and seeing this environment's
+    libraries (TensorFlow, ...) through a .pth file. ``--system-site-packages`` would not do:
+    from inside a venv it reaches the base interpreter's site-packages, not the venv's."""
     venv = tmp_path_factory.mktemp("wheel-venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    own_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    # plain folder lines: the .pth files inside them (an editable install's finder) stay unread
+    (Path(own_site) / "suite-environment.pth").write_text("\n".join(running_site_packages()) + "\n")
     build = tmp_path_factory.mktemp("build-src")
     subprocess.run(["cp", "-r", *[str(p) for p in ROOT.iterdir() if p.name not in (".git", ".tox", "reports")],
                     str(build)], check=True)  # a copy: building writes into the source folder
-    res = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                          "--no-index", str(build)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", str(build)],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-1500:]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
     return python, venv, env
@@ -41,6 +58,14 @@ def test_the_package_is_imported_from_the_install_not_the_checkout(wheel_env):
     _, venv, _ = wheel_env
     where = _py(wheel_env, "import qat_harness.build.training as t; print(t.__file__)")
     assert where.startswith(str(venv)) and "site-packages" in where
+
+
+def test_the_install_uses_the_libraries_of_the_environment_running_the_suite(wheel_env):
+    """Inside a venv as outside one: the installed package runs on this environment's
+    numpy and TensorFlow, not on whatever the base interpreter holds."""
+    for module in ("numpy", "tensorflow"):
+        where = _py(wheel_env, f"import {module}; print({module}.__file__)")
+        assert any(where.startswith(folder + os.sep) for folder in running_site_packages()), (module, where)
 
 
 def test_cache_key_changes_when_installed_training_code_changes(wheel_env):

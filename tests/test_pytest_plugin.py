@@ -6,16 +6,16 @@ pytest_plugins = ["pytester"]
 SAMPLE = """
 import pytest
 
-def test_runs_on(device_name):
-    assert device_name in ("cpu", "cpu-ref", "null")
+def test_runs_on(qat_device_name):
+    assert qat_device_name in ("cpu", "cpu-ref", "null")
 
 @pytest.mark.only_device("cpu-ref")
-def test_only_ref(device_name):
-    assert device_name == "cpu-ref"
+def test_only_ref(qat_device_name):
+    assert qat_device_name == "cpu-ref"
 
 @pytest.mark.skip_device("cpu", reason="not on the fast path")
-def test_not_cpu(device):
-    assert device.name != "cpu"
+def test_not_cpu(qat_device):
+    assert qat_device.name != "cpu"
 """
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.core import tflite
 from qat_harness.devices.base import BenchSettings, RunResult
 from qat_harness.devices.litert.cpu import CpuDevice, CpuRefDevice
@@ -18,7 +20,6 @@ from qat_harness.recipes.catalog import (
     parse_recipes,
 )
 from qat_harness.recipes.stage import (
-    CROSS_KERNEL_CLAIM,
     RecipeDeviceResult,
     RecipeResult,
     RecipeResults,
@@ -41,6 +42,7 @@ def float_model(tmp_path_factory):
     """A small trained-looking float classifier: conv + two dense layers whose inputs are
     multiples of 32 (so the blockwise recipe has blocks to make), and its inputs."""
     import tf_keras as keras
+
     from qat_harness.build.convert import to_tflite
 
     keras.utils.set_random_seed(0)
@@ -91,6 +93,7 @@ def test_a_static_recipe_calibrates_an_integer_input_with_integers(tmp_path, mon
     (they were once cast to float32, and the quantizer refused). A relative cache folder works
     too (the quantizer child runs in a folder of its own)."""
     import tf_keras as keras
+
     from qat_harness.build.convert import to_tflite
 
     keras.utils.set_random_seed(0)
@@ -128,7 +131,7 @@ def test_cross_kernel_verdict_names_the_kernel_that_disagrees(float_model, tmp_p
     devices = {"cpu": CpuDevice(1), "cpu-ref": CpuRefDevice(), "cpu-liar": LyingDevice(1)}
     res = judge_recipes("tiny", float_model["path"], ["int4-weight"], devices, float_model["x"],
                         tmp_path, 1, timing=FAST)
-    k1 = next(c for c in res.claims if c.id == CROSS_KERNEL_CLAIM)
+    k1 = next(c for c in res.claims if c.id == CrossKernelAgreement.id)
     assert k1.verdict is Verdict.FAIL, k1.reason
     assert k1.details["odd"] == ["cpu-liar"]
     assert "cpu-liar disagrees with" in k1.reason and "top-1 agreement" in k1.reason
@@ -142,9 +145,9 @@ def test_cross_kernel_verdict_names_the_kernel_that_disagrees(float_model, tmp_p
     honest = {n: d for n, d in devices.items() if n != "cpu-liar"}
     res2 = judge_recipes("tiny", float_model["path"], ["int4-weight"], honest, float_model["x"],
                          tmp_path, 1, timing=FAST)
-    k1b = next(c for c in res2.claims if c.id == CROSS_KERNEL_CLAIM)
+    k1b = next(c for c in res2.claims if c.id == CrossKernelAgreement.id)
     assert k1b.verdict is Verdict.PASS, k1b.reason
-    assert any(c.id == "C6-8bit-only" for c in res2.claims) and res2.c6_table.rows
+    assert any(c.id == EightBitOnly.id for c in res2.claims) and res2.c6_table.rows
 
 
 def _logits(n=200, classes=10, seed=0):
@@ -211,8 +214,9 @@ def test_c6_rejudged_on_synthetic_results():
 def test_qat4_folds_batchnorm_into_an_equivalent_bn_free_model():
     """The QAT-int4 path (recipes.qat4) trains the BN-free model the .tflite stores."""
     import tf_keras as keras
-    from qat_harness.recipes.qat4 import _folded
     from tf_keras import layers
+
+    from qat_harness.recipes.qat4 import _folded
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 1), name="image")

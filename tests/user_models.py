@@ -615,6 +615,55 @@ class UserModels:
         (folder / f"{module}.py").write_text(textwrap.dedent(source))
         return folder, f"{module}:{FACTORY_FUNCTION}"
 
+    def factory_with_helper(self, folder: Path, head_units: int) -> str:
+        """Write ``<folder>/user_factory_main.py``, whose ``build_model`` takes its classifier
+        head from ``<folder>/user_factory_helper.py`` (``Dense(head_units)``), and return
+        ``"user_factory_main:build_model"``. Called again with other units, it rewrites only
+        the helper (and drops the folder's bytecode cache, so the next import reads it)."""
+        import shutil
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "user_factory_helper.py").write_text(HELPER_SOURCE.format(units=head_units))
+        (folder / "user_factory_main.py").write_text(MAIN_WITH_HELPER_SOURCE)
+        shutil.rmtree(folder / "__pycache__", ignore_errors=True)
+        return "user_factory_main:build_model"
+
+
+HELPER_SOURCE = '''\
+"""The classifier head a user's factory imports (tests/user_models.py)."""
+
+
+def head(tf_keras):
+    return tf_keras.layers.Dense({units}, activation="softmax")
+'''
+
+MAIN_WITH_HELPER_SOURCE = '''\
+"""A user's factory whose architecture comes partly from another module (tests/user_models.py)."""
+import user_factory_helper
+
+
+def build_model():
+    import tf_keras
+
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, user_factory_helper.head(tf_keras)(x))
+'''
+
+
+def with_input_shape(tflite_bytes: bytes, shape: list[int]) -> bytes:
+    """The same model with its first input tensor declaring ``shape`` (and shape signature):
+    the flatbuffer still parses; the shape is whatever the file says."""
+    s = _schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(tflite_bytes, 0))
+    graph = model.subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    tensor.shape = list(shape)
+    tensor.shapeSignature = list(shape)
+    return _pack(model)
+
 
 def _tf():
     import tensorflow as tf

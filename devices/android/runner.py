@@ -37,7 +37,7 @@ from qat_harness.devices.android.model_info import ModelInfo, TensorInfo, read_m
 from qat_harness.devices.android.phone import BENCHMARK_MODEL_ENV, Phone, binary_problem, int8_cpu_warnings
 from qat_harness.devices.android.remote import RemoteFolder
 from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation, Device, DeviceOption,
-                                      RunResult)
+                                      RunResult, TimingProtocol)
 
 # Every Android device declares these identically: devices that share an option share its flag.
 SERIAL = DeviceOption("serial", "Android device serial", flag="--serial", env="ANDROID_SERIAL")
@@ -237,7 +237,8 @@ class BenchmarkModelDevice(Device):
             "accelerators_available": accelerators,
         }
         return BenchResult(times_ms=times, first_invoke_ms={k: v for k, v in first_ms.items() if v is not None},
-                           delegation=delegation, simulated=self.simulated, details=details)
+                           delegation=delegation, simulated=self.simulated, details=details,
+                           protocol=TimingProtocol.INVOCATION_MEANS)
 
     def close(self) -> None:
         self.remote.close()

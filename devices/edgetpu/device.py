@@ -47,7 +47,7 @@ class EdgeTpuDevice(LiteRTDevice):
         DeviceOption("compile_timeout_s", "edgetpu_compiler time limit per model, seconds",
                      flag="--edgetpu-compile-timeout", type=float, default=600.0),
     )
-    backend = "edgetpu"
+    kernel = "edgetpu"
 
     def __init__(self, device: str | None = None, compiler: str | None = None,
                  num_threads: int = 2, compile_timeout_s: float = 600.0):

@@ -1,6 +1,6 @@
-"""Host-CPU adapters on LiteRT: ``cpu`` (XNNPACK, LiteRT's default CPU path) and ``cpu-ref``
-(the reference kernels, slow but simple: the numeric oracle the other devices are compared
-with). ``null`` runs nothing and measures the harness's own per-run overhead."""
+"""Host-CPU adapters on LiteRT: ``cpu`` (XNNPACK, LiteRT's default CPU path), ``cpu-builtin``
+(LiteRT's built-in kernels without delegates) and ``cpu-ref`` (the reference kernels, slow but
+simple: the numeric oracle the other devices are compared with). ``null`` runs nothing and measures the harness's own per-run overhead."""
 from __future__ import annotations
 
 import importlib.util
@@ -29,7 +29,8 @@ def litert_runtime() -> str | None:
 
 class LiteRTDevice(Device):
     resolver = "auto"
-    backend = "xnnpack"
+    kernel = "xnnpack"
+    runs_on_host = True
 
     def __init__(self, num_threads: int = 2):
         self.num_threads = num_threads
@@ -133,10 +134,20 @@ class CpuRefDevice(LiteRTDevice):
     description = "host CPU, LiteRT reference kernels (numeric oracle)"
     role = Role.ORACLE
     resolver = "ref"
-    backend = "reference"
+    kernel = "reference"
 
     def __init__(self, num_threads: int = 1):
         super().__init__(1)
+
+
+class BuiltinKernelsDevice(LiteRTDevice):
+    """LiteRT's built-in (optimized) kernels without the default XNNPACK delegate: the third
+    kernel of the cross-kernel claim."""
+    name = "cpu-builtin"
+    description = "host CPU, LiteRT built-in kernels without delegates"
+    role = Role.HOST_CPU
+    resolver = "builtin-no-delegates"
+    kernel = "builtin"
 
 
 class NullDevice(Device):
@@ -145,6 +156,7 @@ class NullDevice(Device):
     name = "null"
     description = "runs nothing: measures harness overhead"
     role = Role.OVERHEAD
+    runs_on_host = True
 
     def __init__(self, num_threads: int = 2):
         self.num_threads = num_threads

@@ -5,6 +5,10 @@ simulated.
 OpenVINO compiles the whole graph or refuses it, so its delegation is all or nothing. Every
 OpenVINO call, even listing devices (a GPU or NPU driver can hang), happens in the child
 process of ``devices.openvino.worker``.
+
+Float layers compute in the precision asked with ``--openvino-precision`` (f32 by default:
+conformance compares kernels, not precisions); what the plugin really used is read back from
+each compiled model and stated in the device's description and in every result.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import numpy as np
 
 from qat_harness.core.child import run_child
 from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation, Device,
-                                      DeviceError, DeviceOption, Role, RunResult, single_input)
-from qat_harness.devices.openvino.targets import TARGETS, is_listed, normalize_target, role_for
+                                      DeviceError, DeviceOption, ModelInputs, Role, RunResult)
+from qat_harness.devices.litert.cpu import _save_inputs
+from qat_harness.devices.openvino.targets import (PRECISIONS, TARGETS, is_listed, normalize_precision,
+                                                  normalize_target, role_for)
 
 WORKER = "qat_harness.devices.openvino.worker"
 INSTALL_HINT = "pip install 'qat-harness[openvino]'"
@@ -38,33 +44,44 @@ class OpenVinoDevice(Device):
     name = "openvino"
     description = "OpenVINO reading .tflite directly: Intel CPU, GPU or NPU (--openvino-device)"
     role = Role.HOST_CPU  # per instance: GPU and NPU targets are accelerators
+    kernel = "openvino"
     options = (
         DeviceOption("target", f"OpenVINO device: {', '.join(TARGETS)} or a numbered one such as GPU.1",
                      flag="--openvino-device", default="CPU"),
+        DeviceOption("precision", f"inference precision of float layers: {', '.join(PRECISIONS)} (default "
+                                  "f32, for conformance); the report states what the plugin used",
+                     flag="--openvino-precision", default="f32"),
     )
 
-    def __init__(self, target: str = "CPU", num_threads: int = 2):
+    def __init__(self, target: str = "CPU", num_threads: int = 2, precision: str = "f32"):
         self.num_threads = num_threads
+        # a bad option is reported by probe() and raised by run(), never at creation
+        self.option_error: str | None = None
         try:
             self.target: str = normalize_target(target)
-            self.target_error: str | None = None
-        except ValueError as exc:  # reported by probe() and raised by run(), never at creation
-            self.target, self.target_error = str(target), str(exc)
+        except ValueError as exc:
+            self.target, self.option_error = str(target), str(exc)
+        try:
+            self.precision: str = normalize_precision(precision)
+        except ValueError as exc:
+            self.precision, self.option_error = str(precision), self.option_error or str(exc)
         self.role = role_for(self.target)
+        self.runs_on_host = self.role is Role.HOST_CPU  # type: ignore[misc] - a fact of this instance's target
         self._runtime_facts: dict | None = None
 
     # --- availability ------------------------------------------------------------------------
     def runtime_facts(self) -> dict:
         """OpenVINO's version, its devices and their properties (asked once, in a child)."""
         if self._runtime_facts is None:
-            self._runtime_facts = run_child(WORKER, {"mode": "query"}, QUERY_TIMEOUT_S)
+            self._runtime_facts = run_child(WORKER, {"mode": "query", **self._compile_request(self.num_threads)},
+                                            QUERY_TIMEOUT_S)
         return self._runtime_facts
 
     def _unavailable_reason(self) -> str | None:
         if not openvino_installed():
             return f"the openvino package is not installed: {INSTALL_HINT}"
-        if self.target_error:
-            return self.target_error
+        if self.option_error:
+            return self.option_error
         facts = self.runtime_facts()
         if not is_listed(self.target, facts["available_devices"]):
             listed = ", ".join(facts["available_devices"]) or "none"
@@ -81,7 +98,8 @@ class OpenVinoDevice(Device):
             return Availability(False, f"probe failed: {type(exc).__name__}: {exc}")
         facts = self._runtime_facts or {}
         details = {"target": self.target, "version": facts.get("version"),
-                   "available_devices": facts.get("available_devices")}
+                   "available_devices": facts.get("available_devices"),
+                   "inference_precision": facts.get("inference_precision")}
         if problem:
             return Availability(False, problem, details)
         return Availability(True, f"OpenVINO {short_version(facts['version'])}: {self.target} "
@@ -98,7 +116,8 @@ class OpenVinoDevice(Device):
 
     def describe(self) -> dict[str, Any]:
         described = {**super().describe(), "runtime": "openvino", "target": self.target,
-                     "num_threads": self.num_threads, "performance_hint": "LATENCY"}
+                     "num_threads": self.num_threads, "performance_hint": "LATENCY",
+                     "inference_precision": {"requested": self.precision}}
         try:
             problem = self._unavailable_reason()
         except DeviceError as exc:
@@ -112,7 +131,9 @@ class OpenVinoDevice(Device):
                 "full_device_name": target_facts.get("full_device_name"),
                 "architecture": target_facts.get("architecture"),
                 "optimization_capabilities": capabilities,
-                "inference_precision_hint": target_facts.get("inference_precision_hint"),
+                # what the plugin computes float layers in when not asked (bf16 where AMX is)
+                "plugin_default_precision": target_facts.get("inference_precision_hint"),
+                "inference_precision": facts.get("inference_precision"),
                 # per model, run/benchmark details list which runtime layers ran in u8/i8
                 "int8_kernels": "INT8" in capabilities if capabilities else None}
 
@@ -120,23 +141,29 @@ class OpenVinoDevice(Device):
     def _check_runnable(self) -> None:
         if not openvino_installed():
             raise DeviceError(f"the openvino package is not installed: {INSTALL_HINT}", kind="missing-tool")
-        if self.target_error:
-            raise DeviceError(self.target_error, kind="failed")
+        if self.option_error:
+            raise DeviceError(self.option_error, kind="failed")
 
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
+    def _compile_request(self, num_threads: int) -> dict:
+        return {"target": self.target, "num_threads": num_threads, "precision": self.precision}
+
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         self._check_runnable()
-        x = single_input(inputs, self.name)
         with tempfile.TemporaryDirectory(prefix="qat-openvino-") as tmp:
-            in_path, out_path = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
-            np.save(in_path, x, allow_pickle=False)
-            resp = run_child(WORKER, {"mode": "run", "target": self.target, "num_threads": self.num_threads,
+            in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            _save_inputs(in_path, inputs)
+            resp = run_child(WORKER, {"mode": "run", **self._compile_request(self.num_threads),
                                       "model": str(Path(model_path).resolve()),
                                       "inputs": str(in_path), "outputs": str(out_path)}, timeout_s)
-            outputs = np.load(out_path, allow_pickle=False)
-        details = {"target": self.target, "execution_devices": resp["execution"]["execution_devices"]}
-        if resp.get("requantized"):
+            with np.load(out_path, allow_pickle=False) as npz:
+                outputs = [npz[f"out_{k}"] for k in range(len(npz.files))]
+        execution = resp["execution"]
+        details = {"target": self.target, "execution_devices": execution["execution_devices"],
+                   "inference_precision": execution["inference_precision"]}
+        if resp["requantized"]:
             details["requantized"] = resp["requantized"]
-        return RunResult(outputs=outputs, delegation=delegation(resp["execution"]), details=details)
+        return RunResult(outputs=outputs[0], extra_outputs=outputs[1:], delegation=delegation(execution),
+                         details=details)
 
     def benchmark(self, models: dict[str, Path], sample: np.ndarray | dict[str, np.ndarray],
                   settings: BenchSettings) -> BenchResult:
@@ -144,20 +171,21 @@ class OpenVinoDevice(Device):
         with tempfile.TemporaryDirectory(prefix="qat-openvino-bench-") as tmp:
             inputs = {}
             for label in models:
-                inputs[label] = str(Path(tmp) / f"{label}.npy")
-                np.save(inputs[label], single_input(sample[label] if isinstance(sample, dict) else sample,
-                                                    self.name), allow_pickle=False)
-            resp = run_child(WORKER, {"mode": "bench", "target": self.target,
-                                      "num_threads": settings.num_threads,
+                inputs[label] = str(Path(tmp) / f"{label}.npz")
+                _save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
+            resp = run_child(WORKER, {"mode": "bench", **self._compile_request(settings.num_threads),
                                       "models": {k: str(Path(v).resolve()) for k, v in models.items()},
                                       "inputs": inputs, "warmup_runs": settings.warmup_runs,
                                       "min_runs": settings.min_runs, "min_seconds": settings.min_seconds,
                                       "max_runs": settings.max_runs}, settings.timeout_s)
+        execution = resp["execution"]
         return BenchResult(times_ms=resp["times_ms"], first_invoke_ms=resp["first_invoke_ms"],
-                           delegation={k: delegation(v) for k, v in resp["execution"].items()},
-                           details={"target": self.target, "num_threads": settings.num_threads,
-                                    "execution_devices": {k: v["execution_devices"]
-                                                          for k, v in resp["execution"].items()}})
+                           delegation={k: delegation(v) for k, v in execution.items()},
+                           details={"blocks": resp["blocks"], "target": self.target,
+                                    "num_threads": settings.num_threads,
+                                    "execution_devices": {k: v["execution_devices"] for k, v in execution.items()},
+                                    "inference_precision": {k: v["inference_precision"]
+                                                            for k, v in execution.items()}})
 
 
 def delegation(execution: dict) -> Delegation:
@@ -165,4 +193,5 @@ def delegation(execution: dict) -> Delegation:
     return Delegation(backend="openvino", ops_total=execution["ops_total"],
                       ops_delegated=execution["ops_total"],
                       details={"execution_devices": execution["execution_devices"],
+                               "inference_precision": execution["inference_precision"],
                                "runtime_layers_by_precision": execution["runtime_layers_by_precision"]})

@@ -33,25 +33,22 @@ class TensorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ModelIO:
-    input: TensorSpec
-    output: TensorSpec
+    """Every input and output of the .tflite, in the model's own order: the order the harness
+    passes inputs in and expects outputs back (LiteRT's get_input_details order). OpenVINO's
+    ports are matched to them by tensor name, never by position."""
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     ops_total: int
 
 
 def read_model_io(model_path: str | Path) -> ModelIO:
-    """The single input and output of a .tflite model. A model with several inputs or outputs
-    is refused: the harness passes one input array and compares one output array, and feeding
-    or returning only the first would compare the wrong tensors without saying so."""
     try:
         info = inspect_model(model_path)
     except InvalidModel as exc:
         raise DeviceError(str(exc), kind="failed") from None
-    if len(info.inputs) != 1 or len(info.outputs) != 1:
-        raise DeviceError(f"the model has {len(info.inputs)} inputs and {len(info.outputs)} outputs; "
-                          "the openvino device runs single-input, single-output models only",
-                          kind="unsupported")
-    return ModelIO(input=TensorSpec.of(info.tensor(info.inputs[0])),
-                   output=TensorSpec.of(info.tensor(info.outputs[0])), ops_total=len(info.ops))
+    return ModelIO(inputs=tuple(TensorSpec.of(info.tensor(i)) for i in info.inputs),
+                   outputs=tuple(TensorSpec.of(info.tensor(i)) for i in info.outputs),
+                   ops_total=len(info.ops))
 
 
 def examples(inputs: np.ndarray, spec: TensorSpec) -> list[np.ndarray]:
@@ -61,9 +58,22 @@ def examples(inputs: np.ndarray, spec: TensorSpec) -> list[np.ndarray]:
         raise DeviceError(f"inputs are {inputs.dtype}, the model's input {spec.name!r} is {spec.dtype}",
                           kind="failed")
     if inputs.ndim == 0 or (len(inputs) and inputs[0].size != int(np.prod(spec.shape))):
-        raise DeviceError(f"an input example has shape {list(inputs.shape[1:])}, the model takes "
-                          f"{list(spec.shape)}", kind="failed")
+        raise DeviceError(f"an input example has shape {list(inputs.shape[1:])}, the model's input "
+                          f"{spec.name!r} takes {list(spec.shape)}", kind="failed")
     return [inputs[i:i + 1].reshape(spec.shape) for i in range(len(inputs))]
+
+
+def example_feeds(arrays: list[np.ndarray], io: ModelIO) -> list[dict[str, np.ndarray]]:
+    """One ``{input tensor name: array}`` per example, from one batch per model input (in the
+    model's input order). A missing input or batches of different lengths are refused: an
+    input left unset, or examples paired across inputs wrongly, would give wrong answers."""
+    if len(arrays) != len(io.inputs):
+        raise DeviceError(f"the model takes {len(io.inputs)} input(s), {len(arrays)} given", kind="failed")
+    per_input = [examples(x, spec) for x, spec in zip(arrays, io.inputs)]
+    lengths = [len(batch) for batch in per_input]
+    if not lengths or min(lengths) == 0 or len(set(lengths)) > 1:
+        raise DeviceError(f"no examples to run, or inputs of different lengths {lengths}", kind="failed")
+    return [{spec.name: batch[i] for spec, batch in zip(io.inputs, per_input)} for i in range(lengths[0])]
 
 
 def to_model_dtype(values: np.ndarray, spec: TensorSpec) -> tuple[np.ndarray, str | None]:

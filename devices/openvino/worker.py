@@ -7,23 +7,26 @@ request.json response.json``. Keep this module free of TensorFlow imports: it mu
 """
 from __future__ import annotations
 
+import functools
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
+from qat_harness.core import timing
 from qat_harness.core.child import serve_once
 from qat_harness.core.errors import DeviceError
-from qat_harness.devices.openvino.model_io import ModelIO, examples, read_model_io, to_model_dtype
-from qat_harness.devices.openvino.targets import device_family
+from qat_harness.devices.litert.worker import load_inputs
+from qat_harness.devices.openvino.model_io import ModelIO, example_feeds, read_model_io, to_model_dtype
+from qat_harness.devices.openvino.targets import device_family, is_listed
 
 # Lines of OpenVINO's exception text that say where it was raised, not what went wrong.
 _LOCATION_PREFIXES = ("Exception from ", "Check '", "FrontEnd API failed with")
 _UNSUPPORTED_MARKERS = ("OpConversionFailure", "No translator found", "not supported", "Unsupported")
+_PRECISION_PROPERTY = "INFERENCE_PRECISION_HINT"
 _DEVICE_FACTS = {"full_device_name": "FULL_DEVICE_NAME",
                  "optimization_capabilities": "OPTIMIZATION_CAPABILITIES",
-                 "inference_precision_hint": "INFERENCE_PRECISION_HINT",
+                 "inference_precision_hint": _PRECISION_PROPERTY,
                  "architecture": "DEVICE_ARCHITECTURE"}
 _NOT_COMPUTE_LAYERS = ("Input", "Output", "Const")
 
@@ -58,12 +61,34 @@ def _jsonable(value: Any) -> Any:
 
 
 # -- query ----------------------------------------------------------------------------------
-def query(_req: dict) -> dict:
+def query(req: dict) -> dict:
+    """OpenVINO's version and devices, and for the requested target, the precision a model
+    compiled as the device compiles it really computes in (a plugin may not honour the hint:
+    a CPU without bf16 instructions computes in f32)."""
     ov = _openvino()
     core = ov.Core()
     available = list(core.available_devices)
-    return {"version": ov.get_version(), "available_devices": available,
-            "devices": {name: device_facts(core, name) for name in available}}
+    facts = {"version": ov.get_version(), "available_devices": available,
+             "devices": {name: device_facts(core, name) for name in available}}
+    target = req.get("target")
+    if target and is_listed(target, available):
+        facts["inference_precision"] = probe_precision(core, target, req.get("num_threads"), req["precision"])
+    return facts
+
+
+def probe_precision(core, target: str, num_threads: int | None, precision: str) -> dict:
+    """Compile a one-layer float model with the device's own compile settings and read back
+    the precision the compiled model uses."""
+    ov = _openvino()
+    import openvino.opset13 as ops
+
+    parameter = ops.parameter([1, 4], ov.Type.f32)
+    try:
+        compiled = core.compile_model(ov.Model([ops.relu(parameter)], [parameter]), target,
+                                      compile_config(core, target, num_threads, precision))
+    except Exception as exc:  # noqa: BLE001 - reported, the real models will say more
+        return {"requested": precision, "used": None, "error": summarize(exc)}
+    return precision_facts(core, compiled, target, precision)
 
 
 def device_facts(core, device: str) -> dict:
@@ -77,36 +102,88 @@ def device_facts(core, device: str) -> dict:
 
 
 # -- compile --------------------------------------------------------------------------------
-def compile_model(core, model_path: str, io: ModelIO, target: str, num_threads: int | None):
-    """Read the .tflite, fix its input to the model's own static shape (batch 1, as LiteRT
-    runs it; NPUs need static shapes) and compile it for latency."""
+def takes_precision_hint(core, device: str) -> bool:
+    try:
+        return _PRECISION_PROPERTY in core.get_property(device, "SUPPORTED_PROPERTIES")
+    except Exception:  # noqa: BLE001 - a plugin that cannot say
+        return False
+
+
+def compile_config(core, target: str, num_threads: int | None, precision: str) -> dict:
+    """Latency mode; the same thread count as LiteRT on the CPU (or the CPU comparison is not
+    fair); the requested inference precision wherever the plugin takes the hint (AUTO passes
+    both on to the devices it may pick)."""
     ov = _openvino()
     import openvino.properties as props
     import openvino.properties.hint as hints
 
+    config: dict = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+    hint = {hints.inference_precision: getattr(ov.Type, precision)}
+    threads = {props.inference_num_threads: int(num_threads)} if num_threads else {}
+    if target == "AUTO":
+        per_device = {family: dict(hint) for family in ("CPU", "GPU")
+                      if is_listed(family, list(core.available_devices)) and takes_precision_hint(core, family)}
+        if threads:
+            per_device["CPU"] = {**per_device.get("CPU", {}), **threads}
+        if per_device:
+            config[props.device.properties] = per_device
+        return config
+    if takes_precision_hint(core, target):
+        config.update(hint)
+    if device_family(target) == "CPU":
+        config.update(threads)
+    return config
+
+
+def precision_facts(core, compiled, target: str, precision: str) -> dict:
+    """What was asked and what the compiled model reports it computes float layers in (None
+    when the plugin does not say, as AUTO's compiled models do not)."""
+    try:
+        used = _jsonable(compiled.get_property(_PRECISION_PROPERTY))
+    except Exception:  # noqa: BLE001
+        used = None
+    facts = {"requested": precision, "used": used}
+    if target != "AUTO" and not takes_precision_hint(core, target):
+        facts["note"] = f"the {device_family(target)} plugin takes no inference precision hint"
+    return facts
+
+
+def _port(ports, name: str, kind: str):
+    """OpenVINO's input or output port for a .tflite tensor, found by the tensor's name."""
+    for port in ports:
+        if name in port.get_names():
+            return port
+    seen = sorted(n for port in ports for n in port.get_names())
+    raise DeviceError(f"OpenVINO's view of the model has no {kind} named {name!r} (its {kind}s: "
+                      f"{', '.join(seen) or 'unnamed'})", kind="failed")
+
+
+def compile_model(core, model_path: str, io: ModelIO, target: str, num_threads: int | None, precision: str):
+    """Read the .tflite, fix every input to the model's own static shape (batch 1, as LiteRT
+    runs it; NPUs need static shapes) and compile it (``compile_config``)."""
+    ov = _openvino()
     try:
         model = core.read_model(model_path)
-        model.reshape({model.inputs[0]: ov.PartialShape(list(io.input.shape))})
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and frontend types
         raise openvino_error(exc, "read the model") from None
-    config: dict = {hints.performance_mode: hints.PerformanceMode.LATENCY}
-    # same thread count as LiteRT, or the CPU comparison is not fair
-    if num_threads and device_family(target) == "CPU":
-        config[props.inference_num_threads] = int(num_threads)
-    elif num_threads and target == "AUTO":
-        config[props.device.properties] = {"CPU": {props.inference_num_threads: int(num_threads)}}
+    shapes = {_port(model.inputs, spec.name, "input"): ov.PartialShape(list(spec.shape)) for spec in io.inputs}
     try:
-        return core.compile_model(model, target, config)
+        model.reshape(shapes)
+    except Exception as exc:  # noqa: BLE001
+        raise openvino_error(exc, "read the model") from None
+    try:
+        return core.compile_model(model, target, compile_config(core, target, num_threads, precision))
     except Exception as exc:  # noqa: BLE001
         raise openvino_error(exc, f"compile the model for {target}") from None
 
 
-def execution_facts(compiled, io: ModelIO) -> dict:
+def execution_facts(core, compiled, io: ModelIO, target: str, precision: str) -> dict:
     """Where and in which precision the compiled model runs. The CPU plugin's runtime graph
     names each executed layer's type and runtime precision (u8/i8 = integer kernels); OpenVINO
     renames the graph while converting it, so layers cannot be matched one to one with the
     .tflite ops."""
-    facts: dict = {"ops_total": io.ops_total}
+    facts: dict = {"ops_total": io.ops_total,
+                   "inference_precision": precision_facts(core, compiled, target, precision)}
     try:
         facts["execution_devices"] = _jsonable(compiled.get_property("EXECUTION_DEVICES"))
     except Exception:  # noqa: BLE001
@@ -125,53 +202,59 @@ def execution_facts(compiled, io: ModelIO) -> dict:
 
 
 # -- run and bench --------------------------------------------------------------------------
+def _unbatched(values: np.ndarray) -> np.ndarray:
+    """One example's output without its batch axis of 1, as the LiteRT worker gives it."""
+    return values[0] if values.shape[:1] == (1,) else values
+
+
 def run(req: dict) -> dict:
+    """Every example through the model: inputs fed by tensor name, every output returned in
+    the model's output order (``out_0``, ``out_1``, ... as the LiteRT worker writes them)."""
     io = read_model_io(req["model"])
-    batch = examples(np.load(req["inputs"], allow_pickle=False), io.input)
+    feeds = example_feeds(load_inputs(req["inputs"]), io)
     core = _openvino().Core()
-    compiled = compile_model(core, req["model"], io, req["target"], req.get("num_threads"))
+    compiled = compile_model(core, req["model"], io, req["target"], req.get("num_threads"), req["precision"])
+    inputs = {spec.name: _port(compiled.inputs, spec.name, "input") for spec in io.inputs}
+    outputs = [_port(compiled.outputs, spec.name, "output") for spec in io.outputs]
     request = compiled.create_infer_request()
     try:
-        raw = [request.infer({0: x})[0][0] for x in batch]
+        rows = []
+        for feed in feeds:
+            result = request.infer({inputs[name]: x for name, x in feed.items()})
+            rows.append([_unbatched(result[port]) for port in outputs])
     except Exception as exc:  # noqa: BLE001
         raise openvino_error(exc, "run the model") from None
-    stacked = np.stack(raw) if raw else np.empty((0, *io.output.shape[1:]), io.output.dtype)
-    outputs, requantized = to_model_dtype(stacked, io.output)
-    np.save(req["outputs"], outputs, allow_pickle=False)
-    return {"n": len(batch), "requantized": requantized, "execution": execution_facts(compiled, io)}
+    saved, requantized = {}, []
+    for k, spec in enumerate(io.outputs):
+        saved[f"out_{k}"], note = to_model_dtype(np.stack([row[k] for row in rows]), spec)
+        if note:
+            requantized.append(f"output {spec.name!r}: {note}")
+    np.savez(req["outputs"], **saved)
+    return {"n": len(feeds), "requantized": requantized,
+            "execution": execution_facts(core, compiled, io, req["target"], req["precision"])}
 
 
 def bench(req: dict) -> dict:
-    """Interleaved timing as LiteRT's worker: a, b, a, b, ... on the same input until every
-    model has ``min_runs`` runs and ``min_seconds`` have passed (or ``max_runs``). The input is
-    set once, so a timed run is one synchronous inference."""
+    """Every model compiled with its inputs set once (a timed run is one synchronous
+    inference), its first inference timed, then the harness's one schedule (``core.timing``:
+    ABBA blocks on the same input)."""
     ov = _openvino()
     core = ov.Core()
     labels = list(req["models"])
     requests, execution, first = {}, {}, {}
     for label in labels:
         io = read_model_io(req["models"][label])
-        (x,) = examples(np.load(req["inputs"][label], allow_pickle=False)[:1], io.input)
-        compiled = compile_model(core, req["models"][label], io, req["target"], req.get("num_threads"))
+        feed = example_feeds([x[:1] for x in load_inputs(req["inputs"][label])], io)[0]
+        compiled = compile_model(core, req["models"][label], io, req["target"], req.get("num_threads"),
+                                 req["precision"])
         requests[label] = compiled.create_infer_request()
-        requests[label].set_input_tensor(ov.Tensor(np.ascontiguousarray(x)))
-        execution[label] = execution_facts(compiled, io)
-        t0 = time.perf_counter()
-        requests[label].infer()
-        first[label] = (time.perf_counter() - t0) * 1e3
-    for _ in range(req["warmup_runs"]):
-        for label in labels:
-            requests[label].infer(share_outputs=True)
-    times: dict[str, list[float]] = {label: [] for label in labels}
-    start = time.perf_counter()
-    n = 0
-    while n < req["max_runs"] and (n < req["min_runs"] or time.perf_counter() - start < req["min_seconds"]):
-        for label in labels:
-            t0 = time.perf_counter()
-            requests[label].infer(share_outputs=True)
-            times[label].append((time.perf_counter() - t0) * 1e3)
-        n += 1
-    return {"times_ms": times, "first_invoke_ms": first, "execution": execution}
+        for name, x in feed.items():
+            requests[label].set_tensor(_port(compiled.inputs, name, "input"), ov.Tensor(np.ascontiguousarray(x)))
+        execution[label] = execution_facts(core, compiled, io, req["target"], req["precision"])
+        first[label] = timing.time_first_invoke(requests[label].infer)
+    timed = timing.time_blocks({label: functools.partial(requests[label].infer, share_outputs=True)
+                                for label in labels}, timing.Schedule.from_request(req))
+    return {**timed, "first_invoke_ms": first, "execution": execution}
 
 
 HANDLERS = {"query": query, "run": run, "bench": bench}

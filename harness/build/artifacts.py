@@ -74,10 +74,12 @@ def build_artifacts(label: str, source: dict, identity: dict, plan: dict, data: 
                     pretrained: bool, cache: ArtifactCache, progress=lambda msg: None,
                     timeout_s: float = 7200.0) -> Artifacts:
     """The artifacts of any buildable source, from the cache or from the builder child.
-    ``identity`` is what determines the model beyond the source's request (file digests,
-    configuration): it goes into the cache key with the plan and the data."""
+    ``identity`` is what determines the model beyond the source's request (a registry model's
+    configuration and weights file digest, or the digest of the model the builder child loaded,
+    ``build.fingerprint``): it goes into the cache key with the plan and the data (its arrays'
+    digest: another file of the same name must not reuse ranges calibrated on the old one)."""
     key = cache_key({"model": label, "source": source, "identity": identity, "plan": plan,
-                     "dataset": data.name})
+                     "dataset": data.digest()})
     entry = cache.lookup(key)
     from_cache = entry is not None
     if entry is None:

@@ -1,67 +1,93 @@
-"""Claim C6-8bit-only: QAT with another bit width trains, but TFLite has no deployment path
-for it. The harness checks it for real, so a 4-bit model never passes silently as 4-bit:
+"""The 4-bit QAT probe behind claim C6 (8-bit only): QAT with another bit width trains, but
+TFLite has no deployment path for it. The harness measures it for real, so a 4-bit model never
+passes silently as 4-bit:
 
 - W4A4 (4-bit weights and activations): the converter refuses (i4 tensors are not a TFLite type);
 - W4A8: the converter emits an ordinary int8 model whose weights merely take <= 16 levels:
   8-bit storage and 8-bit kernels, so none of 4-bit's size or speed.
 
-The QAT and conversion run in a child process (a converter abort stays contained)."""
+The QAT and conversion run in a child process (a converter abort stays contained). What comes
+out is measurements (``BitWidthOutcome``); ``claims.EightBitOnly`` judges them."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 from qat_harness.core.child import run_child, serve_once
 from qat_harness.core.errors import DeviceError
-from qat_harness.results import ClaimResult, Verdict
 
 CHILD = "qat_harness.build.bitwidth"
 CONFIGS = {"W4A4": (4, 4), "W4A8": (4, 8)}
+_OUTCOMES_FILE = "outcomes.json"
 
 
-def check_bit_widths(timeout_s: float = 300.0) -> ClaimResult:
+@dataclasses.dataclass(frozen=True)
+class BitWidthOutcome:
+    """One bit-width configuration through QAT and conversion. ``trained`` None: the probe
+    itself failed (its child crashed or hung), so nothing is known."""
+    trained: bool | None
+    converted: bool
+    failure: str | None = None
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    max_weight_levels: int | None = None
+    narrow_tensor_types: list[str] | None = None
+    size_bytes: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BitWidthOutcome":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"trained": None, "converted": False, **{k: v for k, v in d.items() if k in fields}})
+
+    def to_dict(self) -> dict:
+        """The child's own keys: what was not measured is left out."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k in ("trained", "converted") or v is not None}
+
+
+def measure(timeout_s: float = 300.0) -> dict[str, BitWidthOutcome]:
     outcomes = {}
     for label, (wbits, abits) in CONFIGS.items():
         try:
-            outcomes[label] = run_child(CHILD, {"weight_bits": wbits, "activation_bits": abits}, timeout_s)
+            outcomes[label] = BitWidthOutcome.from_dict(
+                run_child(CHILD, {"weight_bits": wbits, "activation_bits": abits}, timeout_s))
         except DeviceError as exc:
-            outcomes[label] = {"trained": None, "converted": False, "failure": f"{exc.kind}: {exc.reason}"}
-    return judge(outcomes)
+            outcomes[label] = BitWidthOutcome(None, False, f"{exc.kind}: {exc.reason}")
+    return outcomes
 
 
-def judge(outcomes: dict) -> ClaimResult:
-    """PASS when no configuration yields a real sub-8-bit model: each either fails to convert
-    or converts to int8 storage. FAIL if a tensor narrower than 8 bits reaches the .tflite."""
-    parts, verdict = [], Verdict.PASS
-    for label, o in outcomes.items():
-        if o.get("trained") is False:
-            parts.append(f"{label}: QAT did not train ({o.get('failure')})")
-            verdict = Verdict.WARN if verdict is Verdict.PASS else verdict
-        elif o.get("trained") is None:
-            parts.append(f"{label}: the probe itself failed ({o.get('failure')})")
-            verdict = Verdict.ERROR
-        elif not o.get("converted"):
-            parts.append(f"{label}: trains, conversion refused ({o.get('failure')})")
-        elif o.get("narrow_tensor_types"):
-            parts.append(f"{label}: converted with sub-8-bit tensors {o['narrow_tensor_types']}")
-            verdict = Verdict.FAIL
-        else:
-            parts.append(f"{label}: trains, converts to ordinary int8 storage (weights use at most "
-                         f"{o.get('max_weight_levels')} levels): 8-bit size and kernels, no 4-bit path")
-    return ClaimResult("C6-8bit-only", "bitwidth-probe", "any", verdict,
-                       {k: ("refused" if not o.get("converted") else "int8 storage") for k, o in outcomes.items()},
-                       "no sub-8-bit deployment path, reported as such", "; ".join(parts),
-                       details={"outcomes": outcomes})
+def cached_outcomes(cache) -> dict[str, BitWidthOutcome]:
+    """The probe's outcomes, measured once per library set and kept in the artifact cache
+    (``cache``: a ``build.cache.ArtifactCache``); a failed probe is never cached."""
+    from qat_harness.build.cache import cache_key
+
+    key = cache_key({"probe": "bitwidth", "configs": CONFIGS})
+    entry = cache.lookup(key)
+    if entry is None:
+        outcomes = measure()
+        if any(o.trained is None for o in outcomes.values()):
+            return outcomes
+        entry = cache.store(key, lambda folder: _save(outcomes, folder))
+    data = json.loads((Path(entry) / _OUTCOMES_FILE).read_text())
+    return {label: BitWidthOutcome.from_dict(d) for label, d in data.items()}
+
+
+def _save(outcomes: dict[str, BitWidthOutcome], folder: Path) -> None:
+    (folder / _OUTCOMES_FILE).write_text(json.dumps({k: o.to_dict() for k, o in outcomes.items()}))
 
 
 def _child(req: dict) -> dict:
     import numpy as np
-
-    import qat_harness  # noqa: F401
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
     from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
-        default_n_bit_quantize_scheme as n_bit)
+        default_n_bit_quantize_scheme as n_bit,
+    )
+
+    import qat_harness  # noqa: F401
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
@@ -110,7 +136,7 @@ def _weight_levels(blob: bytes) -> dict:
             "size_bytes": len(blob)}
 
 
-def _line(exc: Exception) -> str:
+def _line(exc: BaseException) -> str:
     import re
 
     text = str(exc)

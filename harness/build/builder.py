@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qat_harness.build import fingerprint
 from qat_harness.core import keras2
 from qat_harness.core.child import report_progress, serve_once
 from qat_harness.core.errors import UsageError
@@ -42,6 +43,11 @@ def build_model(source: dict):
         return spec.build(registry.ModelConfig(**source["config"])), None, []
     from qat_harness.build import keras_loading
 
+    if source["kind"] == "factory":
+        import tf_keras
+
+        # unseeded initialisers then give the same model in every child: its digest keys the cache
+        tf_keras.utils.set_random_seed(0)
     return keras_loading.load_model(source)
 
 
@@ -52,10 +58,8 @@ def describe(req: dict) -> dict:
 
     keras2.enter()
     model, dataset, notes = build_model(req["source"])
-    result = {**keras_loading.signature(model), "notes": notes, "has_dataset": dataset is not None}
-    if req["source"]["kind"] == "factory":  # its module's code determines the model: the cache key reads it
-        module = sys.modules.get(req["source"]["ref"].partition(":")[0])
-        result["module_file"] = getattr(module, "__file__", None)
+    result = {**keras_loading.signature(model), "notes": notes, "has_dataset": dataset is not None,
+              "model_digest": fingerprint.model_digest(model)}  # what the cache key reads
     if dataset is not None:
         np.savez(req["data_out"], **{k: np.asarray(v) for k, v in dataset.items()})
     return result
@@ -93,6 +97,8 @@ def build(req: dict) -> dict:
     report_progress(f"{name}: building model")
     model, _, notes = build_model(req["source"])
     metrics["source_notes"] = notes
+    if req["source"]["kind"] != "registry":  # the parent checks it is the model it described
+        metrics["model_digest"] = fingerprint.model_digest(model)
     if plan["float_epochs"]:
         report_progress(f"{name}: training float ({plan['float_epochs']} epochs)")
         metrics["float_train_accuracy"] = training.train_float(

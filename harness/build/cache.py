@@ -1,8 +1,10 @@
 """Content-addressed cache of converted artifacts.
 
 The key is a digest of everything that determines the artifacts: the model name and its
-configuration (with the weights file's content digest), the training settings, the versions
-of the libraries that train and convert, and the source of the harness modules that do it.
+configuration (with the weights file's content digest; for a user's model, the digest of the
+model the builder child loaded or the factory returned, ``build.fingerprint``), the training
+settings, the digest of the data's arrays, the versions of the libraries that train and
+convert, and the source of the harness modules that do it.
 A second identical run finds the key and skips training and conversion.
 
 An entry is a folder ``<key[:24]>/`` holding the artifacts and ``manifest.json`` (the sha256
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 from qat_harness.core.errors import UsageError
+from qat_harness.core.files import file_digest
 
 #: Bump when the layout of a cache entry changes (2: manifest.json with a digest per file).
 CACHE_FORMAT = 2
@@ -41,7 +44,7 @@ KEY_MODULES = ("qat_harness.models.reference", "qat_harness.models.registry",
                "qat_harness.models.datasets",
                "qat_harness.build.training", "qat_harness.build.convert",
                "qat_harness.build.artifacts", "qat_harness.build.builder",
-               "qat_harness.build.bitwidth")
+               "qat_harness.build.bitwidth", "qat_harness.build.fingerprint")
 
 
 def default_dir() -> Path:
@@ -79,14 +82,6 @@ def cache_key(parts: dict) -> str:
                "sources": source_digest(), **parts}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(folder: Path) -> None:

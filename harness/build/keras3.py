@@ -24,14 +24,27 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from qat_harness.core.errors import UsageError
+from qat_harness.build.config_guard import CodeInConfig, find_code, shown
+from qat_harness.core.errors import UsageError, one_line
 
 # --- reading the archive (pure Python) --------------------------------------------------
 
 # config.json of a very large model is a few MB; anything near these limits is not a model.
 MAX_JSON_MEMBER_BYTES = 64 * 2**20
-MAX_ARCHIVE_UNCOMPRESSED_BYTES = 16 * 2**30
 MAX_ARCHIVE_MEMBERS = 10_000
+# What a .keras archive holds (tf_keras and Keras 3 write the same names): the two JSON files,
+# the weights (HDF5, or .npz) and the assets folder of layers that keep files (vocabularies).
+JSON_MEMBERS = ("config.json", "metadata.json")
+WEIGHTS_MEMBERS = ("model.weights.h5", "model.weights.npz")
+ASSETS_FOLDER = "assets/"
+# Loaders unpack an archive with more than 3 members (weights included) into a temporary
+# folder, so the sizes its headers declare are what it costs on disk. Keras writes members
+# stored, not compressed (ratio 1); float weights deflate by ~1.1x, all-zero ones far more.
+# A member may declare at most this multiple of its compressed size, and all of them
+# together at most MAX_ARCHIVE_UNCOMPRESSED_BYTES (ResNet-50's weights are 100 MB).
+MAX_EXPANSION = 32
+EXPANSION_SLACK_BYTES = 2**20  # a tiny member compresses to a few bytes
+MAX_ARCHIVE_UNCOMPRESSED_BYTES = 4 * 2**30
 
 MODEL_CLASSES = ("Sequential", "Functional")
 
@@ -88,7 +101,7 @@ def read_keras_archive(path: str | Path) -> KerasArchive:
         raise UsageError(f"{path.name}: not a .keras file (a .keras file is a zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_archive_size(path, archive)
+            _check_archive_members(path, archive)
             names = set(archive.namelist())
             if "config.json" not in names:
                 raise UsageError(f"{path.name}: not a Keras model archive (no config.json in the zip)")
@@ -110,14 +123,35 @@ def read_keras_archive(path: str | Path) -> KerasArchive:
     )
 
 
-def _check_archive_size(path: Path, archive: zipfile.ZipFile) -> None:
+def _check_archive_members(path: Path, archive: zipfile.ZipFile) -> None:
+    """Only the members a Keras archive has, each declaring no more than its data can hold."""
     members = archive.infolist()
     if len(members) > MAX_ARCHIVE_MEMBERS:
         raise UsageError(f"{path.name}: {len(members)} files in the archive; not a Keras model")
-    total = sum(member.file_size for member in members)
+    total = 0
+    for member in members:
+        name = member.filename
+        if name in JSON_MEMBERS:
+            limit = MAX_JSON_MEMBER_BYTES
+        elif name in WEIGHTS_MEMBERS or (name.startswith(ASSETS_FOLDER) and _plain_path(name)):
+            limit = MAX_EXPANSION * member.compress_size + EXPANSION_SLACK_BYTES
+        else:
+            raise UsageError(f"{path.name}: unexpected file '{shown(name)}' in the archive (a Keras "
+                             f"archive holds {', '.join(JSON_MEMBERS + WEIGHTS_MEMBERS)} and "
+                             f"{ASSETS_FOLDER}); refused")
+        if member.file_size > limit:
+            raise UsageError(f"{path.name}: '{shown(name)}' declares {member.file_size:,} bytes "
+                             f"unpacked from {member.compress_size:,} (limit {limit:,}); refused")
+        total += member.file_size
     if total > MAX_ARCHIVE_UNCOMPRESSED_BYTES:
         raise UsageError(f"{path.name}: the archive unpacks to {total / 2**30:.1f} GiB "
                          f"(limit {MAX_ARCHIVE_UNCOMPRESSED_BYTES / 2**30:.0f} GiB); refused")
+
+
+def _plain_path(name: str) -> bool:
+    """A relative path without '..', empty parts (but a folder's trailing '/') or backslashes."""
+    parts = name.rstrip("/").split("/")
+    return "\\" not in name and all(part not in ("", ".", "..") for part in parts)
 
 
 def _read_json_member(path: Path, archive: zipfile.ZipFile, name: str) -> Any:
@@ -129,8 +163,8 @@ def _read_json_member(path: Path, archive: zipfile.ZipFile, name: str) -> Any:
                          f"{MAX_JSON_MEMBER_BYTES // 2**20} MiB; refused")
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path.name}: {name} is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(f"{path.name}: {name} is not valid JSON ({one_line(exc)})") from None
 
 
 def _written_by_keras3(keras_version: str | None, config: dict) -> bool:
@@ -198,6 +232,7 @@ TRANSLATABLE_LAYERS = frozenset({
     "Rescaling", "Normalization",
 })
 
+CUSTOM_CLASS_REASON = "it is a custom class; tf_keras cannot rebuild it"
 NOT_TRANSLATED_BECAUSE = {
     "Lambda": "Lambda layers carry Python code; give the model as module:function instead",
     "TFSMLayer": "it wraps a TensorFlow SavedModel, not Keras layers",
@@ -237,11 +272,23 @@ def check_translatable(archive: KerasArchive) -> None:
         raise UsageError(f"{name}: the model is a subclassed Keras model ({_entry_label(archive.config)}): "
                          "only Sequential and Functional models can be translated to tf_keras; "
                          "give the model as module:function instead")
+    code = find_code(archive.config)  # anywhere: in wrappers, cells, initializers, ...
+    if code is not None:
+        raise UsageError(f"{name}: {code.subject} ({code.registered_name or code.class_name}) "
+                         f"cannot be translated to tf_keras: {_code_reason(code)}")
     found = _first_untranslatable(archive.layers)
     if found is not None:
         layer_path, layer, why = found
-        raise UsageError(f"{name}: layer '{layer_path}' ({layer.label}) cannot be translated "
-                         f"to tf_keras: {why}")
+        raise UsageError(f"{name}: layer '{shown(layer_path)}' ({shown(layer.label)}) cannot be "
+                         f"translated to tf_keras: {why}")
+
+
+def _code_reason(code: CodeInConfig) -> str:
+    if code.kind == "lambda_layer":
+        return NOT_TRANSLATED_BECAUSE["Lambda"]
+    if code.in_layer_entry and code.kind in ("module", "registered_name"):
+        return CUSTOM_CLASS_REASON
+    return f"it {code.what}; give the model as module:function instead"
 
 
 def _entry_label(entry: dict) -> str:
@@ -266,7 +313,7 @@ def _first_untranslatable(layers: tuple[LayerInfo, ...],
 def untranslatable_reason(layer: LayerInfo) -> str | None:
     """Why this (non-model) layer cannot be translated, or None if it can."""
     if layer.is_custom:
-        return "it is a custom class; tf_keras cannot rebuild it"
+        return CUSTOM_CLASS_REASON
     if layer.is_keras_op:
         return ("it is a keras.ops operation applied to a Keras tensor, which has no tf_keras "
                 "layer; use the matching keras.layers layer instead")
@@ -284,8 +331,8 @@ def untranslatable_reason(layer: LayerInfo) -> str | None:
         return f"its dtype policy is {policy!r}; QAT needs a float32 model"
     activation = config.get("activation")
     if activation is not None and not (isinstance(activation, str) and activation in SAME_ACTIVATIONS):
-        shown = activation if isinstance(activation, str) else _entry_label(activation)
-        return f"activation {shown!r} has no identical tf_keras activation"
+        label = activation if isinstance(activation, str) else _entry_label(activation)
+        return f"activation {label!r} has no identical tf_keras activation"
     return None
 
 
@@ -354,8 +401,8 @@ class _Context:
             self.notes.append(text)
 
     def refuse(self, layer_path: str, label: str, why: str) -> UsageError:
-        return UsageError(f"{self.file}: layer '{layer_path}' ({label}) cannot be translated "
-                          f"to tf_keras: {why}")
+        return UsageError(f"{self.file}: layer '{shown(layer_path)}' ({shown(label)}) cannot be "
+                          f"translated to tf_keras: {why}")
 
 
 def translate(path: str | Path, check_batch: int = 8, tolerance: float = 1e-5) -> Translation:
@@ -384,12 +431,7 @@ def _load_keras3_model(path: Path):
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
-        raise UsageError(f"{path.name}: Keras 3 could not load it: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+        raise UsageError(f"{path.name}: Keras 3 could not load it: {one_line(exc)}") from None
 
 
 def _translate_model(entry: dict, keras3_model, context: _Context, prefix: str):
@@ -543,7 +585,7 @@ def _translate_layer(entry: dict, keras3_parent, context: _Context, prefix: str)
     try:
         layer = layer_class.from_config(config)
     except Exception as exc:  # noqa: BLE001 - a config tf_keras does not take
-        raise context.refuse(layer_path, class_name, _first_line(exc)) from None
+        raise context.refuse(layer_path, class_name, one_line(exc)) from None
     context.layer_pairs.append((keras3_layer, layer, layer_path))
     context.n_layers += 1
     return layer

@@ -1,10 +1,12 @@
 """Child side: a user's model as a tf_keras model, from a file or a factory.
 
 - ``.h5`` full models, ``.keras`` archives written by tf_keras and SavedModel folders are
-  loaded without running code from the file: their layer configs are read first (HDF5
-  attributes, the archive's config.json, the SavedModel's keras metadata) and a Lambda layer
-  (Python bytecode in the file) or a class that is not a tf_keras built-in is refused in one
-  line, before ``load_model(..., safe_mode=True)`` is called;
+  loaded without running or importing code from the file: their configs are read first as
+  data (HDF5 attributes, the archive's config.json, the SavedModel's keras metadata) and
+  ``build.config_guard`` refuses, at any depth, a Lambda or lambda (Python bytecode in the
+  file), a ``module`` outside Keras, a registered custom object and a layer class that is not
+  a tf_keras built-in, in one line; then ``load_model(..., safe_mode=True)`` runs inside
+  tf_keras's safe-mode scope;
 - ``module:function`` imports the user's module (from the folder they run the harness in)
   and calls the function: this runs their code, by their request;
 - a Keras 3 ``.keras`` is translated by ``build.keras3``.
@@ -18,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qat_harness.build import config_guard
 from qat_harness.core import keras2
-from qat_harness.core.errors import UsageError
+from qat_harness.core.errors import UsageError, one_line
 
 #: set by the parent to the user's working folder when a factory is to be imported
 USER_DIR_ENV = "QAT_HARNESS_USER_PATH"
-_FACTORY_HINT = "give the model as module:function (which imports and runs your code)"
 
 
 def load_model(source: dict):
@@ -48,84 +50,85 @@ def load_model(source: dict):
 # -- files ----------------------------------------------------------------------------------------
 def load_keras_file(path: Path):
     import tf_keras as keras
+    # tf_keras's public API has no safe-mode scope; the package is pinned (pyproject.toml)
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    config = _stored_config(path)
-    if config is not None:
-        refuse_code_in_config(config, path.name)
+    refuse_code_in_config(_stored_config(path), path.name)
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        raise UsageError(f"{path.name}: tf_keras cannot load it: {_first_line(exc)}") from None
+        # The legacy .h5 and SavedModel loaders do not pass safe_mode on to the layers they
+        # rebuild (a Lambda's bytecode ran): the scope makes every nested rebuild safe.
+        with SafeModeScope(True):
+            return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
+        raise UsageError(f"{path.name}: tf_keras cannot load it: {one_line(exc)}") from None
 
 
-def _stored_config(path: Path) -> dict | None:
-    """The model config stored in the file, read as data."""
+def _stored_config(path: Path) -> dict | list:
+    """The model config stored in the file, read as data: the model's entry, or for a
+    SavedModel the entries of its Keras objects."""
     if path.is_dir():
         return _saved_model_config(path)
     if path.suffix.lower() == ".keras":
-        import zipfile
+        from qat_harness.build import keras3
 
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
+        return keras3.read_keras_archive(path).config  # members and sizes checked too
     import h5py
 
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("model_config")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except (OSError, ValueError) as exc:  # not HDF5, truncated, an unreadable attribute
+        raise UsageError(f"{path.name}: not a readable HDF5 model ({one_line(exc)})") from None
     if raw is None:
         raise UsageError(f"{path.name} holds weights only, not a model: give the full model "
                          "(model.save('model.h5')), or use the registry model with --weights")
-    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    return _json(path.name, "model_config", raw.decode() if isinstance(raw, bytes) else raw)
 
 
-def _saved_model_config(folder: Path) -> dict | None:
+def _json(file: str, what: str, text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{file}: its {what} is not a JSON model config ({one_line(exc)})") from None
+
+
+def _saved_model_config(folder: Path) -> list:
     metadata = folder / "keras_metadata.pb"
     if not metadata.is_file():
         raise UsageError(f"{folder.name} is a SavedModel without Keras metadata: the harness needs "
                          "a Keras model to apply QAT (save it with tf_keras model.save(folder))")
-    from tf_keras.src.protobuf import saved_metadata_pb2
+    from google.protobuf.message import DecodeError
+    from tf_keras.protobuf import saved_metadata_pb2
 
     meta = saved_metadata_pb2.SavedMetadata()
-    meta.ParseFromString(metadata.read_bytes())
-    layers = []
+    try:
+        meta.ParseFromString(metadata.read_bytes())
+    except DecodeError as exc:
+        raise UsageError(f"{folder.name}: keras_metadata.pb is not Keras metadata ({one_line(exc)})") from None
+    layers, others = [], []
     for node in meta.nodes:
-        try:
-            info = json.loads(node.metadata)
-        except ValueError:
-            continue
-        if node.identifier == "_tf_keras_model" and node.node_path == "root":
-            config = info.get("config")
-            if isinstance(config, dict) and config.get("layers"):
-                return {"class_name": info.get("class_name"), "config": config}
-        if node.identifier.startswith("_tf_keras_layer"):
-            layers.append({"class_name": info.get("class_name"), "config": {"name": info.get("name")},
-                           "module": info.get("module")})
-    return {"class_name": "Model", "config": {"layers": layers}}
+        entry = _json(folder.name, f"metadata of {node.node_path!r}", node.metadata)
+        (others if node.identifier == "_tf_keras_metric" else layers).append(entry)
+    # every node is checked; metrics are Keras objects but not layers
+    return [*layers, {"metrics": others}]
 
 
-def refuse_code_in_config(config: dict, where: str) -> None:
-    """A Lambda (marshalled Python) or a class tf_keras does not know is refused by name."""
+def refuse_code_in_config(config: dict | list, where: str) -> None:
+    """Anything that loading would run or import (a Lambda, a lambda, a module outside Keras,
+    a registered custom object, a layer class tf_keras does not know), wherever it is nested,
+    is refused in one line naming the layer."""
+    found = config_guard.find_code(config, layer_classes=_tf_keras_layer_classes())
+    if found is not None:
+        raise UsageError(found.message(where))
+
+
+def _tf_keras_layer_classes() -> frozenset[str]:
+    import inspect
+
     import tf_keras as keras
 
-    known = set(dir(keras.layers)) | {"Functional", "Sequential", "Model", "InputLayer"}
-    for entry in _layer_entries(config):
-        cls, name = entry.get("class_name"), (entry.get("config") or {}).get("name", "?")
-        if cls == "Lambda":
-            raise UsageError(f"{where}: layer '{name}' is a Lambda layer, whose Python code would "
-                             f"have to be run from the file; {_FACTORY_HINT}")
-        if cls not in known:
-            raise UsageError(f"{where}: layer '{name}' is a custom class '{cls}' that tf_keras does "
-                             f"not know; {_FACTORY_HINT}")
-
-
-def _layer_entries(config: dict):
-    stack = [config]
-    while stack:
-        entry = stack.pop()
-        inner = (entry.get("config") or {}) if isinstance(entry, dict) else {}
-        for layer in inner.get("layers", []) or []:
-            if isinstance(layer, dict):
-                yield layer
-                stack.append(layer)
+    return frozenset(name for name, value in vars(keras.layers).items()
+                     if inspect.isclass(value) and issubclass(value, keras.layers.Layer))
 
 
 # -- factories ------------------------------------------------------------------------------------
@@ -137,14 +140,14 @@ def call_user_function(ref: str, error: type[Exception] = UsageError):
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - the user's module, by the user's request
-        raise error(f"{ref}: cannot import {module_name}: {_first_line(exc)}") from None
+        raise error(f"{ref}: cannot import {module_name}: {one_line(exc)}") from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise error(f"{ref}: {module_name} has no function {func_name}")
     try:
         return func, func()
     except Exception as exc:  # noqa: BLE001
-        raise error(f"{ref} raised {_first_line(exc)}") from None
+        raise error(f"{ref} raised {one_line(exc)}") from None
 
 
 def call_factory(ref: str):
@@ -177,8 +180,3 @@ def signature(model) -> dict[str, Any]:
     return {"inputs": spec(model.inputs), "outputs": spec(model.outputs), "layer_classes": classes,
             "input_names": list(getattr(model, "input_names", []) or []),
             "n_params": int(model.count_params())}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {text[:300]}"

@@ -24,11 +24,8 @@ may return (a model, or ``(model, {"LayerClass": QuantizeConfig})``).
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import importlib.util
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,203 +33,44 @@ from pathlib import Path
 
 import numpy as np
 
-from qat_harness import inspection
+from qat_harness.claims import AllowListedLayers, judge_layer_matrix
+from qat_harness.claims.layer_matrix import LayerMatrix
 from qat_harness.core.child import ChildFailure, ServingChild
 from qat_harness.core.errors import DeviceError, UsageError
-from qat_harness.core.tflite import model_inputs, quantize_input
+from qat_harness.core.tflite import model_inputs
+from qat_harness.devices import registry
 from qat_harness.devices.base import Role
-from qat_harness.results import SEVERITY as _SEVERITY
-from qat_harness.report import safe_name
-from qat_harness.results import ClaimResult, Verdict, plain
+from qat_harness.devices.device_set import DeviceSet
+from qat_harness.layers.stages import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIP,
+    WARN,
+    blocking,
+    bn_fold_stage,
+    compare_with_documentation,
+    delegated_stage,
+    device_error_verdict,
+    first_failure,
+    int8_stage,
+    numeric_stage,
+    stage,
+)
+from qat_harness.layers.tasks import Task, make_tasks
+from qat_harness.record.folder import safe_name
+from qat_harness.results import plain
 
-PASS, WARN, FAIL, SKIP, ERROR = (Verdict.PASS.value, Verdict.WARN.value, Verdict.FAIL.value,
-                                 Verdict.SKIP.value, Verdict.ERROR.value)
 CHILD = "qat_harness.layers.child"
 USER_DIR_ENV = "QAT_HARNESS_PROBE_PATH"  # read by the child (layers.child)
-
-# Numeric agreement, in steps of the int8 output scale (one step = 1/256 of the output range).
-# XNNPACK and the reference kernels may round a requantization differently: one step apart is
-# the same answer.
-ORACLE_PASS_STEPS = 1
-ORACLE_WARN_STEPS = 2
-# The QAT Keras model simulates int8 in float (fake quantization); the converter then rounds
-# biases to int32 and multipliers to fixed point, so a step or two apart is agreement.
-# Beyond 8 steps (3% of the output range) the int8 model computes something else.
-KERAS_PASS_STEPS = 2
-KERAS_WARN_STEPS = 8
-
 N_EXAMPLES = 16
 PROBE_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 120.0
 SCHEMA_VERSION = 1
-_USER_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def available_probes() -> list[str]:
-    from qat_harness.models.probes import names
-    return names()
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def stage(verdict: str, reason: str, **details) -> dict:
-    cell = {"verdict": verdict, "reason": reason}
-    if details:
-        cell["details"] = details
-    return cell
-
-
-def worst(verdicts) -> str:
-    return Verdict.worst(verdicts).value
-
-
-# -- tasks --------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Task:
-    name: str
-    request: dict
-    layer: str
-    group: str
-    description: str
-    claims: tuple = ()
-    bn_fold: bool = False
-    source: str = "built-in"
-
-
-def _tasks(layers: list[str] | None, user_probes) -> list[Task]:
-    from qat_harness.models.probes import PROBES
-
-    names = list(PROBES) if layers is None else list(layers)
-    unknown = [n for n in names if n not in PROBES]
-    if unknown:
-        raise UsageError(f"unknown probe(s) {', '.join(unknown)}; known: {', '.join(PROBES)}")
-    tasks = [Task(n, {"kind": "builtin", "probe": n}, PROBES[n].layer, PROBES[n].group,
-                  PROBES[n].description, PROBES[n].claims, PROBES[n].bn_fold) for n in names]
-    for ref in user_probes or ():
-        if not _USER_REF.match(ref):
-            raise UsageError(f"--probe {ref!r}: expected MODULE:FUNCTION, e.g. my_probes:make_model")
-        module = ref.split(":")[0]
-        if not _module_findable(module):
-            raise UsageError(f"--probe {ref}: cannot find module {module} "
-                             "(run from the folder that holds it, or put it on PYTHONPATH)")
-        tasks.append(Task(ref, {"kind": "user", "ref": ref}, ref, "user", f"user probe {ref}",
-                          source="user"))
-    seen = set()
-    for t in tasks:
-        if t.name in seen:
-            raise UsageError(f"probe {t.name} given twice")
-        seen.add(t.name)
-    return tasks
-
-
-def _module_findable(module: str) -> bool:
-    """Is the user's module there, without running any of its code in this process? Only
-    the top-level name is looked up (find_spec of a dotted name would import its parents);
-    the child, which runs from the same folder, imports the module itself."""
-    top = module.split(".")[0]
-    try:
-        if importlib.util.find_spec(top) is not None:
-            return True
-    except (ImportError, ValueError):
-        pass
-    base = Path.cwd() / top
-    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
-
-
-# -- stages in the parent -----------------------------------------------------------------------
-def int8_stage(info, ti) -> dict:
-    check = inspection.full_integer_check(info, require_int8_io=True)
-    ops = info.op_counts()
-    if check.ok:
-        return stage(PASS, f"{check.reason}; ops: {_ops_text(ops)}", ops=ops)
-    fallbacks = sorted(set(check.float_ops))
-    reason = check.reason + (f" (float fallback: {', '.join(fallbacks)})" if fallbacks else "")
-    return stage(FAIL, f"{reason}; ops: {_ops_text(ops)}", ops=ops,
-                 float_ops=check.float_ops, dequantize_ops=check.dequantize_ops)
-
-
-def _ops_text(ops: dict) -> str:
-    return ", ".join(f"{k}x{v}" if v > 1 else k for k, v in ops.items())
-
-
-def bn_fold_stage(info, ti) -> dict:
-    check = inspection.batchnorm_fold_check(info)
-    if check.ok:
-        return stage(PASS, f"BatchNorm folded: {check.reason}")
-    return stage(FAIL, f"BatchNorm not folded: {check.reason}",
-                 unfolded_after=check.unfolded_after)
-
-
-def device_error_verdict(exc) -> str:
-    # A crash, a hang or a lost device is an ERROR; a runtime that refuses the model FAILs it.
-    return ERROR if exc.kind in ("crash", "timeout", "offline", "missing-tool", "disk-full") else FAIL
-
-
-def delegated_stage(role: Role, deleg) -> dict:
-    if deleg is None:
-        if role is Role.ORACLE:
-            return stage(SKIP, "reference kernels: no delegate by design")
-        return stage(SKIP, "the adapter did not report how the graph was delegated")
-    frac, backend = deleg.fraction, deleg.backend
-    left = [name for name, _why in deleg.fallback] or deleg.details.get("cpu_builtin_ops", [])
-    if frac is None:
-        return stage(SKIP, f"{backend}: delegation not measurable", **deleg.to_dict())
-    text = f"{deleg.ops_delegated}/{deleg.ops_total} ops on {backend}"
-    if frac >= 1.0:
-        return stage(PASS, f"{text} (whole graph)")
-    kept = ", ".join(sorted(set(left))) if left else "unknown ops"
-    if frac <= 0.0:
-        verdict = FAIL if role is Role.ACCELERATOR else WARN
-        return stage(verdict, f"{text}: {backend} took none of the graph; on the CPU: {kept}")
-    return stage(WARN, f"{text}; left on the CPU: {kept}")
-
-
-def numeric_stage(role: Role, out: np.ndarray, oracle: np.ndarray | None, oracle_note: str,
-                  keras_out: np.ndarray, out_tensor) -> dict:
-    """int8 device outputs against the reference kernels and against the QAT Keras model."""
-    if out_tensor.dtype != "int8" or not out_tensor.scales:
-        return stage(SKIP, f"output tensor is {out_tensor.dtype}, not int8: no int8 steps to compare")
-    scale, zp = out_tensor.scales[0], out_tensor.zero_points[0]
-    q = out.astype(np.int32)
-    verdicts, parts, details = [], [], {"output_scale": scale, "output_zero_point": zp}
-    if role is not Role.ORACLE:
-        if oracle is None:
-            parts.append(f"no reference-kernel output ({oracle_note})")
-        elif oracle.shape != q.shape:
-            verdicts.append(FAIL)
-            parts.append(f"output shape {list(q.shape)} differs from the reference {list(oracle.shape)}")
-        else:
-            d = np.abs(q - oracle.astype(np.int32))
-            mx = int(d.max()) if d.size else 0
-            details["vs_reference"] = {"max_steps": mx, "mean_steps": round(float(d.mean()), 4)}
-            verdicts.append(PASS if mx <= ORACLE_PASS_STEPS else WARN if mx <= ORACLE_WARN_STEPS else FAIL)
-            parts.append(f"vs reference kernels: max {mx} step(s)")
-    if keras_out.size != q.size:
-        verdicts.append(FAIL)
-        parts.append(f"output has {q.size} values, the QAT Keras model {keras_out.size}")
-    else:
-        kq = quantize_input(keras_out.reshape(q.shape), scale, zp).astype(np.int32)
-        d = np.abs(q - kq)
-        mx, mean = int(d.max()), float(d.mean())
-        details["vs_keras"] = {"max_steps": mx, "mean_steps": round(mean, 4),
-                               "within_1_step": round(float(np.mean(d <= 1)), 4)}
-        verdicts.append(PASS if mx <= KERAS_PASS_STEPS else WARN if mx <= KERAS_WARN_STEPS else FAIL)
-        parts.append(f"vs QAT Keras: max {mx}, mean {mean:.2f} step(s)")
-        ref = details.get("vs_reference")
-        if ref and oracle is not None and ref["max_steps"] > ORACLE_PASS_STEPS:
-            # Which of the two int8 kernels is off? The QAT Keras model arbitrates: when the
-            # reference kernels are further from it than this device, the reference is the
-            # outlier (e.g. its fixed-point LOGISTIC/TANH against XNNPACK's exact tables).
-            od = np.abs(oracle.astype(np.int32).reshape(q.shape) - kq)
-            details["reference_vs_keras"] = {"max_steps": int(od.max()), "mean_steps": round(float(od.mean()), 4)}
-            if float(od.mean()) > mean and verdicts[0] == FAIL:
-                verdicts[0] = WARN
-                parts[0] += (f", but the reference kernels are the further from QAT Keras "
-                             f"(max {int(od.max())}, mean {float(od.mean()):.2f} step(s))")
-    verdict = worst(verdicts) if verdicts else SKIP
-    return stage(verdict, "; ".join(parts) + f" (output scale {scale:.3g})", **details)
 
 
 # -- one probe ----------------------------------------------------------------------------------
@@ -249,6 +87,7 @@ class MatrixRun:
         self.device_options = dict(device_options or {})
         self.lock = threading.Lock()
         self.device_locks: dict[str, threading.Lock] = {}
+        self.device_set: DeviceSet | None = None
         self.devices: dict = {}
         self.unavailable: dict[str, str] = {}
         self.oracle = None
@@ -260,39 +99,32 @@ class MatrixRun:
         self.matrix = {
             "schema_version": SCHEMA_VERSION, "tool": "qat-harness layers", "started": _now(),
             "finished": None, "status": "running", "environment": plain(environment(2)),
-            "devices": {}, "stage_keys": [], "thresholds": {
-                "oracle_pass_steps": ORACLE_PASS_STEPS, "oracle_warn_steps": ORACLE_WARN_STEPS,
-                "keras_pass_steps": KERAS_PASS_STEPS, "keras_warn_steps": KERAS_WARN_STEPS},
+            "devices": {}, "stage_keys": [], "thresholds": AllowListedLayers.thresholds(),
             "settings": {"examples": n_examples, "workers": self.workers, "probe_timeout_s": timeout_s,
                          "qat": "tfmot default 8-bit quantize_model, one Adam step (lr 1e-3, MSE)"},
             "probes": [None] * len(tasks), "claims": [], "elapsed_s": None}
 
     # devices
-    def open_devices(self) -> None:
-        from qat_harness.devices import registry
-
+    def open_devices(self, opened: DeviceSet | None = None) -> None:
+        """Use ``opened`` (the CLI's set, already probed) or open the devices here; a device
+        that is not available gets SKIP cells with its reason. The set is closed by ``execute``."""
+        self.device_set = opened or DeviceSet.open(self.device_names, per_device_options=self.device_options,
+                                                   num_threads=2, require_available=False)
         for name in self.device_names:
-            dev = registry.create(name, **self.device_options.get(name, {}))
-            avail = dev.probe()
+            avail = self.device_set.availability[name]
+            dev_class = registry.device_class(name)
             self.matrix["devices"][name] = {"available": avail.available, "reason": avail.reason,
-                                            "simulated": dev.simulated, "role": dev.role.value}
+                                            "simulated": self.device_set[name].simulated if avail.available
+                                            else dev_class.simulated, "role": dev_class.role.value}
             if avail.available:
-                self.devices[name] = dev
+                self.devices[name] = self.device_set[name]
                 self.device_locks[name] = threading.Lock()
             else:
                 self.unavailable[name] = avail.reason
-        oracle_names = [n for n, d in self.devices.items() if d.role is Role.ORACLE]
-        if oracle_names:
-            self.oracle_name = oracle_names[0]
-            self.oracle = self.devices[self.oracle_name]
-        else:
-            dev = registry.oracle()
-            avail = dev.probe()
-            self.oracle_name = dev.name
-            if avail.available:
-                self.oracle = dev
-            else:
-                self.oracle_note = f"{dev.name} unavailable: {avail.reason}"
+        self.oracle = self.device_set.oracle()
+        self.oracle_name = self.oracle.name if self.oracle is not None else "cpu-ref"
+        if self.oracle is None:
+            self.oracle_note = self.device_set.oracle_problem or "no oracle device"
         self.device_locks.setdefault(self.oracle_name, threading.Lock())
         keys = ["qat", "convert", "int8", "bn_fold"]
         for name in self.device_names:
@@ -380,15 +212,15 @@ class MatrixRun:
         finally:
             pool.shutdown(wait=True)
             self.matrix["probes"] = [p for p in self.matrix["probes"] if p is not None]
-            self.matrix["claims"] = m_claims_from_matrix(self.matrix)
+            self.matrix["claims"] = [c.to_dict() for c in judge_layer_matrix(LayerMatrix.from_json(self.matrix))]
             self.matrix["finished"] = _now()
             self.matrix["elapsed_s"] = round(time.perf_counter() - t0, 1)
             if self.matrix["status"] == "running":
                 self.matrix["status"] = "interrupted"
             layers_report.write_json(self.matrix, self.out_dir / "layers.json")
             layers_report.write_markdown(self.matrix, self.out_dir / "layers.md")
-            for dev in {*self.devices.values(), *([self.oracle] if self.oracle else [])}:
-                dev.close()
+            if self.device_set is not None:
+                self.device_set.close()
         return self.matrix
 
     def error_entry(self, task: Task, reason: str) -> dict:
@@ -444,7 +276,7 @@ class MatrixRun:
         has_bn = bool(result and result.get("has_batchnorm")) or task.bn_fold
         self._after_convert(entry, result, has_bn)
         entry["matches_documentation"] = compare_with_documentation(entry)
-        entry["first_failure"] = _first_failure(entry, self.matrix["stage_keys"])
+        entry["first_failure"] = first_failure(entry, self.matrix["stage_keys"])
         if axis is not None:
             entry["recipe_stages"] = self._recipe_stages(task, result, float_crash, workdir)
         return entry
@@ -472,7 +304,7 @@ class MatrixRun:
         from qat_harness.core import tflite as ti
 
         stages = entry["stages"]
-        blocked = _blocking(stages)
+        blocked = blocking(stages)
         files = (result or {}).get("files", {})
         info = None
         if blocked is None and files.get("tflite"):
@@ -575,32 +407,6 @@ class MatrixRun:
         return np.asarray(run.outputs)
 
 
-
-
-def error_cells(matrix: dict) -> list[str]:
-    """'probe stage' for every ERROR cell (a crash, a hang, a broken probe): what makes the
-    ``layers`` command exit non-zero."""
-    return [f"{p['name']} {key}" for p in matrix.get("probes", []) if p
-            for cells in (p.get("stages", {}), p.get("recipe_stages", {}))
-            for key, cell in cells.items() if cell.get("verdict") == ERROR]
-
-
-def _blocking(stages: dict) -> str | None:
-    for key in ("qat", "convert"):
-        cell = stages.get(key)
-        if cell is None or cell["verdict"] not in (PASS, WARN):
-            return key
-    return None
-
-
-def _first_failure(entry: dict, keys: list[str]) -> str | None:
-    for key in keys:
-        cell = entry["stages"].get(key)
-        if cell and cell["verdict"] in (FAIL, ERROR):
-            return key
-    return None
-
-
 def _cell_summary(entry: dict) -> str:
     bad = [f"{k} {c['verdict']}" for k, c in entry["stages"].items() if c["verdict"] not in (PASS, SKIP)]
     text = "all PASS" if not bad else ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
@@ -611,268 +417,12 @@ def _cell_summary(entry: dict) -> str:
     return text
 
 
-# -- documentation ------------------------------------------------------------------------------
-def compare_with_documentation(entry: dict) -> dict:
-    """Does the measurement agree with what tfmot documents? ``agrees`` is None when the two
-    cannot be compared (no documentation, or the stage errored)."""
-    doc = entry.get("documented")
-    stages = entry["stages"]
-    qat = stages.get("qat", {}).get("verdict")
-    if not doc or doc.get("status") == "unknown":
-        return {"agrees": None, "note": "no documentation read for this probe"}
-    status = doc["status"]
-    predicted = doc.get("predicts", {}).get("qat")
-    if qat == ERROR:
-        return {"agrees": None, "note": f"documented '{status}'; not comparable: {stages['qat']['reason']}"}
-    if predicted == "FAIL":
-        if qat == FAIL:
-            return {"agrees": True, "note": f"documented '{status}' ({doc.get('summary', '')}); "
-                                            "QAT refuses it, as documented"}
-        return {"agrees": False,
-                "note": f"DIFFERS: documented '{status}' ({doc.get('summary', '')}), yet QAT went "
-                        f"through ({qat}: {stages['qat']['reason']})"}
-    if qat == FAIL:
-        return {"agrees": False, "note": f"DIFFERS: documented '{status}', but QAT refused it: "
-                                         f"{stages['qat']['reason']}"}
-    later = [(k, c) for k, c in stages.items() if k not in ("qat",) and c["verdict"] in (FAIL, ERROR)]
-    if later:
-        k, c = later[0]
-        return {"agrees": False,
-                "note": f"DIFFERS: documented '{status}' (the QAT guide: allow-listed layers are "
-                        f"supported), but {k} is {c['verdict']}: {c['reason']}"}
-    note = f"documented '{status}'; QAT and every later stage that ran work"
-    if status != "supported":
-        note += f" (caveat: {doc.get('summary', '')})"
-    return {"agrees": True, "note": note}
-
-
-# -- claims M1-M5 -------------------------------------------------------------------------------
-_EXPECTED = {
-    "M1-api": "Sequential and Functional models quantize; a subclassed model gets a clear "
-              "'unsupported' verdict, not a crash",
-    "M2-layers": "every allow-listed layer passes QAT, conversion, full-int8, runs and agrees",
-    "M3-bn-fold": "BatchNorm after Conv2D / DepthwiseConv2D folded: no separate BN/MUL/ADD op",
-    "M4-concat": "concat works in (at least) the basic case; the limits are reported",
-    "M5-rnn": "RNN/LSTM not covered: refused cleanly (no crash, no silent float model)",
-}
-
-
-def _claim(cid: str, device: str, verdict: str, measured, reason: str, simulated: bool = False) -> dict:
-    if simulated:
-        reason += " [SIMULATED device]"
-    return ClaimResult(cid, "layer-probes", device, Verdict(verdict), measured, _EXPECTED[cid], reason,
-                       simulated).to_dict()
-
-
-def _unavailable(matrix: dict, device: str) -> str:
-    """'' for a device that ran, else why it did not."""
-    d = matrix.get("devices", {}).get(device)
-    if d is None or d.get("available", True):
-        return ""
-    return f"device not available: {d.get('reason', '')}"
-
-
-def _simulated(matrix: dict, device: str) -> bool:
-    return bool(matrix.get("devices", {}).get(device, {}).get("simulated"))
-
-
-def _end_to_end(entry: dict, device: str | None) -> tuple[str, str, str]:
-    """A probe's overall verdict on a device (or on the stages before devices): the worst
-    stage, with 'delegated' counted as at most WARN (partial delegation is speed, not
-    support). Returns (verdict, 'stage: reason', stage)."""
-    keys = ["qat", "convert", "int8", "bn_fold"]
-    if device:
-        keys += [f"{device}:runs", f"{device}:numeric"]
-    worst_v, where, key = PASS, "", ""
-    for k in keys:
-        cell = entry["stages"].get(k)
-        if not cell:
-            continue
-        v = cell["verdict"]
-        if v == SKIP and k in ("qat", "convert"):
-            v = FAIL
-        if v == SKIP:
-            continue
-        if _SEVERITY[v] > _SEVERITY[worst_v]:
-            worst_v, where, key = v, f"{k}: {cell['reason']}", k
-    if device:
-        d = entry["stages"].get(f"{device}:delegated")
-        if d and d["verdict"] in (WARN, FAIL) and worst_v == PASS:
-            worst_v, where, key = WARN, f"{device}:delegated: {d['reason']}", f"{device}:delegated"
-    return worst_v, where, key
-
-
-def _with(matrix: dict, claim: str) -> list[dict]:
-    return [p for p in matrix.get("probes", []) if p and claim in p.get("claims", [])]
-
-
-def _device_list(matrix: dict) -> list[str]:
-    return list(matrix.get("devices", {})) or ["any"]
-
-
-def m_claims_from_matrix(matrix: dict) -> list[dict]:
-    """Claim entries M1-api .. M5-rnn drawn from a layer matrix (layers.json content)."""
-    return [_m1(matrix), *_m2(matrix), _m3(matrix), *_m4(matrix), _m5(matrix)]
-
-
-def _m1(matrix: dict) -> dict:
-    probes = {p["name"]: p for p in _with(matrix, "M1")}
-    if not probes:
-        return _claim("M1-api", "any", SKIP, None, "no model-kind probes in this run")
-    measured = {n: p["stages"].get("qat", {}).get("verdict") for n, p in probes.items()}
-    parts, verdict = [], PASS
-    for name in ("sequential_model", "functional_model"):
-        if name in probes:
-            v, where, _ = _end_to_end(probes[name], None)
-            if v in (FAIL, ERROR):
-                verdict = worst([verdict, v])
-                parts.append(f"{name} fails ({where})")
-            else:
-                parts.append(f"{name} quantizes and converts")
-    sub = probes.get("subclassed_model")
-    if sub:
-        q = sub["stages"].get("qat", {})
-        if q.get("verdict") == FAIL:
-            parts.append(f"subclassed refused cleanly ({q['reason']})")
-        elif q.get("verdict") == ERROR:
-            verdict = worst([verdict, ERROR])
-            parts.append(f"subclassed crashed the harness stage ({q['reason']})")
-        else:
-            verdict = worst([verdict, WARN])
-            parts.append(f"subclassed was NOT refused ({q.get('verdict')}): the documentation says unsupported")
-    nested = probes.get("nested_model")
-    if nested:
-        q = nested["stages"].get("qat", {})
-        parts.append(f"nested model (the guide is silent): qat {q.get('verdict')} ({q.get('reason', '')})")
-    return _claim("M1-api", "any", verdict, measured, "; ".join(parts))
-
-
-def _m2(matrix: dict) -> list[dict]:
-    probes = _with(matrix, "M2")
-    if not probes:
-        return [_claim("M2-layers", "any", SKIP, None, "no allow-listed probes in this run")]
-    out = []
-    for device in _device_list(matrix):
-        if _unavailable(matrix, device):
-            out.append(_claim("M2-layers", device, SKIP, None, _unavailable(matrix, device)))
-            continue
-        dev = None if device == "any" else device
-        results = {p["name"]: _end_to_end(p, dev) for p in probes}
-        n_pass = sum(1 for r in results.values() if r[0] == PASS)
-        bad = {n: r for n, r in results.items() if r[0] != PASS}
-        verdict = worst([r[0] for r in results.values()])
-        reason = f"{n_pass}/{len(results)} allow-listed probes pass every stage"
-        if bad:
-            reason += "; " + _list_bad(bad)
-        out.append(_claim("M2-layers", device, verdict,
-                          {"passing": n_pass, "total": len(results),
-                           "not_passing": {n: r[0] for n, r in bad.items()}}, reason,
-                          _simulated(matrix, device)))
-    return out
-
-
-def _list_bad(bad: dict) -> str:
-    """'FAIL: a (int8: why); ERROR: ...; WARN: b (cpu:delegated), c (cpu:numeric)': worst
-    first, with the reason for FAIL and ERROR and only the stage for WARN."""
-    parts = []
-    for verdict in (ERROR, FAIL, WARN):
-        items = [(n, where, key) for n, (v, where, key) in bad.items() if v == verdict]
-        if not items:
-            continue
-        if verdict == WARN:
-            text = ", ".join(f"{n} ({key})" for n, _, key in items)
-        else:
-            text = "; ".join(f"{n} ({where[:160]})" for n, where, _ in items)
-        parts.append(f"{verdict}: {text}")
-    return "; ".join(parts)
-
-
-def _m3(matrix: dict) -> dict:
-    probes = _with(matrix, "M3")
-    folded = [p for p in probes if p["name"] in _bn_fold_names()]
-    if not folded:
-        return _claim("M3-bn-fold", "any", SKIP, None, "no Conv2D/DepthwiseConv2D + BN probes in this run")
-    measured, parts, verdicts = {}, [], []
-    for p in folded:
-        cell = p["stages"].get("bn_fold") or stage(SKIP, "no bn_fold stage")
-        v = cell["verdict"]
-        if v == SKIP:  # BN after conv that never reached a .tflite: the claim is not met
-            v = FAIL
-        verdicts.append(v)
-        measured[p["name"]] = cell["verdict"]
-        parts.append(f"{p['name']}: {cell['reason']}")
-    others = []
-    for p in (p for p in probes if p not in folded):  # BN elsewhere: reported as it behaves
-        fold, q = p["stages"].get("bn_fold"), p["stages"].get("qat", {})
-        if fold and fold["verdict"] != SKIP:
-            measured[p["name"]] = fold["verdict"]
-            others.append(f"{p['name']} bn_fold {fold['verdict']}")
-        else:
-            measured[p["name"]] = f"qat {q.get('verdict')}"
-            others.append(f"{p['name']} qat {q.get('verdict')} ({q.get('reason', '')[:90]})")
-    if others:
-        parts.append("BN elsewhere: " + "; ".join(others))
-    return _claim("M3-bn-fold", "any", worst(verdicts), measured, "; ".join(parts))
-
-
-def _bn_fold_names() -> set[str]:
-    from qat_harness.models.probes import PROBES
-    return {n for n, p in PROBES.items() if p.bn_fold}
-
-
-def _m4(matrix: dict) -> list[dict]:
-    probes = _with(matrix, "M4")
-    if not probes:
-        return [_claim("M4-concat", "any", SKIP, None, "no concat probes in this run")]
-    out = []
-    for device in _device_list(matrix):
-        if _unavailable(matrix, device):
-            out.append(_claim("M4-concat", device, SKIP, None, _unavailable(matrix, device)))
-            continue
-        dev = None if device == "any" else device
-        results = {p["name"]: _end_to_end(p, dev) for p in probes}
-        basic = results.get("concat_channels")
-        failing = {n: r for n, r in results.items() if r[0] != PASS}
-        measured = {n: r[0] for n, r in results.items()}
-        if basic is not None and basic[0] in (FAIL, ERROR):
-            verdict = basic[0]
-            reason = f"even the basic channel concat does not work: {basic[1]}"
-        elif not failing:
-            verdict, reason = PASS, f"concat works in all {len(results)} tested cases"
-        else:
-            verdict = WARN if basic is not None else worst(r[0] for r in failing.values())
-            reason = (f"{len(results) - len(failing)}/{len(results)} concat cases work; limited: "
-                      + _list_bad(failing))
-        out.append(_claim("M4-concat", device, verdict, measured, reason, _simulated(matrix, device)))
-    return out
-
-
-def _m5(matrix: dict) -> dict:
-    probes = _with(matrix, "M5")
-    if not probes:
-        return _claim("M5-rnn", "any", SKIP, None, "no RNN probes in this run")
-    measured, parts, verdict = {}, [], PASS
-    for p in probes:
-        v, where, _ = _end_to_end(p, None)
-        first = p.get("first_failure")
-        measured[p["name"]] = f"{first} {p['stages'][first]['verdict']}" if first else "works"
-        if v == ERROR:
-            verdict = worst([verdict, ERROR])
-            parts.append(f"{p['name']} crashed ({where})")
-        elif v == FAIL:
-            parts.append(f"{p['name']} refused at {where}")
-        else:
-            verdict = worst([verdict, WARN])
-            parts.append(f"{p['name']} goes through QAT, conversion and full-int8: the documentation "
-                         "(not covered) is more pessimistic than measured")
-    return _claim("M5-rnn", "any", verdict, measured, "; ".join(parts))
-
 
 # -- entry point --------------------------------------------------------------------------------
 def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user_probes=(),
                progress=None, workers: int | None = None, timeout_s: float = PROBE_TIMEOUT_S,
                n_examples: int = N_EXAMPLES, device_options: dict | None = None,
-               recipes: list[str] | None = None) -> dict:
+               recipes: list[str] | None = None, opened: DeviceSet | None = None) -> dict:
     """Run the probes (all built-in ones when ``layers`` is None, plus ``user_probes``, each
     ``module:function``) through every stage on ``devices``; write ``out_dir/layers.json``
     and ``out_dir/layers.md``; return the matrix (the layers.json content).
@@ -885,10 +435,11 @@ def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user
     or an unwritable folder. ``device_options`` maps a device name to the options it declares
     (see ``devices.registry.split_options``). An unavailable device gets SKIP cells with its
     reason. ``recipes`` (names of ``recipes.catalog``, e.g. ['int4-weight', '16x8']) adds the
-    recipe axis (see ``layers.recipes``); an unknown name is a UsageError."""
+    recipe axis (see ``layers.recipes``); an unknown name is a UsageError. ``opened``: the
+    devices already opened and probed by the caller (closed here, like those opened here)."""
     from qat_harness.layers import report as layers_report
 
-    tasks = _tasks(layers, user_probes)
+    tasks = make_tasks(layers, user_probes)
     if recipes:
         from qat_harness.layers.recipes import check_recipes
         recipes = check_recipes(recipes)
@@ -908,7 +459,7 @@ def run_layers(layers: list[str] | None, devices: list[str], out_dir: Path, user
             raise UsageError("QAT_HARNESS_LAYER_WORKERS must be an integer") from None
     run = MatrixRun(tasks, devices, out_dir, progress, workers, timeout_s, n_examples, device_options,
                     recipes)
-    run.open_devices()
+    run.open_devices(opened)
     matrix = run.execute()
     if progress:  # a person is watching (the CLI): the compact matrix goes to stdout
         progress(f"{len(matrix['probes'])} probes in {matrix['elapsed_s']} s")

@@ -18,10 +18,10 @@ in layers.json):
 - ``recipe:R:kernels``      the cross-kernel verdict of ``recipes.stage.cross_kernel_claim``
   (K1) over every kernel that ran the file, the reference kernels always among them.
 
-The thresholds are the run's (``recipes.stage``): a kernel pair whose top-1 agreement has a
-Wilson interval wholly below ``KERNEL_AGREEMENT_FAIL`` disagrees (FAIL), below
-``KERNEL_AGREEMENT_PASS`` is a WARN; agreement with float is a WARN when its interval lies wholly
-below ``ACCURATE_AGREEMENT`` (what C6 calls accurate).
+The thresholds are the claims' (``claims.CrossKernelAgreement``, ``claims.EightBitOnly``): a
+kernel pair whose top-1 agreement has a Wilson interval wholly below ``AGREEMENT_FAIL`` disagrees
+(FAIL), below ``AGREEMENT_PASS`` is a WARN; agreement with float is a WARN when its interval lies
+wholly below ``ACCURATE_AGREEMENT`` (what C6 calls accurate).
 
 Top-1 is the run's measure taken per output position: a probe's output is a feature map more
 often than a score vector, and the arg-max of a whole flattened map follows its single largest
@@ -41,7 +41,7 @@ import numpy as np
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.devices.base import RunResult
-from qat_harness.layers.matrix import (
+from qat_harness.layers.stages import (
     ERROR,
     FAIL,
     PASS,
@@ -49,19 +49,17 @@ from qat_harness.layers.matrix import (
     WARN,
     device_error_verdict,
 )
-from qat_harness.layers.matrix import stage as cell
+from qat_harness.layers.stages import stage as cell
 from qat_harness.recipes import catalog
 from qat_harness.recipes.catalog import RECIPES, RecipeArtifact, RecipeSpec
+from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.recipes.stage import (
-    ACCURATE_AGREEMENT,
-    KERNEL_AGREEMENT_FAIL,
-    KERNEL_AGREEMENT_PASS,
     CrossKernel,
     as_float,
     cross_kernel_claim,
     top1_of,
 )
-from qat_harness.report import safe_name
+from qat_harness.record.folder import safe_name
 from qat_harness.results import Verdict
 from qat_harness.stats import (
     OutputDifference,
@@ -130,8 +128,9 @@ def check_recipes(names) -> list[str]:
 
 
 def thresholds() -> dict:
-    return {"kernel_agreement_pass": KERNEL_AGREEMENT_PASS, "kernel_agreement_fail": KERNEL_AGREEMENT_FAIL,
-            "float_agreement_warn_below": ACCURATE_AGREEMENT}
+    return {"kernel_agreement_pass": CrossKernelAgreement.AGREEMENT_PASS,
+            "kernel_agreement_fail": CrossKernelAgreement.AGREEMENT_FAIL,
+            "float_agreement_warn_below": EightBitOnly.ACCURATE_AGREEMENT}
 
 
 # -- the weights stage --------------------------------------------------------------------------
@@ -332,9 +331,10 @@ def device_stage(run: KernelRun, cross: CrossKernel, runs: dict[str, KernelRun])
         details["float_agreement"] = agreement.top1.to_dict()
         details["float_difference"] = agreement.difference.to_dict()
         parts.append(agreement.text())
-        if agreement.top1.ci_high is not None and agreement.top1.ci_high < ACCURATE_AGREEMENT:
+        accurate = EightBitOnly.ACCURATE_AGREEMENT
+        if agreement.top1.ci_high is not None and agreement.top1.ci_high < accurate:
             verdicts.append(WARN)
-            parts[-1] += f" (interval {agreement.top1.ci_low:.0%}-{agreement.top1.ci_high:.0%}, below {ACCURATE_AGREEMENT:.0%})"
+            parts[-1] += f" (interval {agreement.top1.ci_low:.0%}-{agreement.top1.ci_high:.0%}, below {accurate:.0%})"
     elif run.agreement_note:
         verdicts.append(FAIL if run.shape_mismatch else SKIP)
         parts.append(run.agreement_note)
@@ -344,14 +344,14 @@ def device_stage(run: KernelRun, cross: CrossKernel, runs: dict[str, KernelRun])
             continue
         other = pair.b if pair.a == run.device else pair.a
         kernels[other] = {"top1_agreement": pair.agreement.to_dict(), "max_abs": pair.max_abs}
-        clearly_apart = pair.agreement.ci_high is not None and pair.agreement.ci_high < KERNEL_AGREEMENT_FAIL
+        clearly_apart = CrossKernelAgreement.apart(pair)
         if clearly_apart and other in cross.odd:
             parts.append(f"{other} disagrees with the other kernels, not this one")
         elif clearly_apart:
             verdicts.append(FAIL)
             parts.append(f"kernels disagree: {run.device} vs {_pair_text(other, pair)}"
                          + _further_from_float(run, runs.get(other)))
-        elif (pair.agreement.rate or 0.0) < KERNEL_AGREEMENT_PASS:
+        elif (pair.agreement.rate or 0.0) < CrossKernelAgreement.AGREEMENT_PASS:
             verdicts.append(WARN)
             parts.append(f"vs {_pair_text(other, pair)}")
         else:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qat_harness.report import md_escape, write_atomically
+from qat_harness.claims import CrossKernelAgreement
+from qat_harness.record.folder import write_atomically
+from qat_harness.writers.text import markdown as md_escape
 
 SYMBOLS = {"PASS": "✓", "WARN": "~", "FAIL": "✗", "SKIP": "·", "ERROR": "E"}
 LEGEND = "✓ PASS, ~ WARN, ✗ FAIL, E ERROR (crash, timeout, broken probe), · SKIP (not reached or not applicable)"
@@ -282,7 +284,7 @@ def recipe_section(matrix: dict) -> list[str]:
                 f"`recipe:R:weights`: PASS when every weight tensor of the layer under test is stored in the "
                 f"recipe's width, WARN when some stay float (not quantized by this recipe), SKIP for a layer "
                 f"without weights. `DEV:recipe:R` and `recipe:R:kernels` are judged as the run judges "
-                f"K1-cross-kernel, top-1 taken over the channels of every output position (for a vector "
+                f"{CrossKernelAgreement.id}, top-1 taken over the channels of every output position (for a vector "
                 f"output: per input, as in the run): two kernels disagree (FAIL) when their top-1 agreement "
                 f"on the same file has "
                 f"a Wilson interval wholly below {th.get('kernel_agreement_fail', 0):.0%}, WARN below "

@@ -6,28 +6,35 @@ recipe's file and the float file timed together in ABBA blocks, their ratio with
 interval), the agreement of top-1 with the float model on the same kernel (Wilson interval)
 and the output difference against it. Two kinds of verdicts come out:
 
-- ``K1-cross-kernel`` per recipe: the same file's outputs on XNNPACK (``cpu``), LiteRT's
+- the cross-kernel claim (K1) per recipe: the same file's outputs on XNNPACK (``cpu``), LiteRT's
   built-in kernels without delegates (``cpu-builtin``, added here), the reference kernels
   (``cpu-ref``) and OpenVINO when present. A kernel that disagrees with the others on the same
   file is a FAIL with the numbers (top-1 agreement between kernels, max abs difference),
   whatever the recipe: the kernels implement one op set and one file has one meaning.
-- ``C6-8bit-only`` re-judged (``c6_claim``): which bit widths have a deployment path today
+- C6 (8-bit only) re-judged (``c6_claim``): which bit widths have a deployment path today
   (converts, loads, runs), which are smaller, faster and accurate, with a table for the report.
 
-The claims are ``qat_harness.results.ClaimResult``s; a K1 result's ``device`` is
+This module measures; the claims (``qat_harness.claims``) judge. A K1 result's ``device`` is
 ``recipe:<name>`` (the claim is about one file across kernels) and its details name the kernels.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from qat_harness.claims import (
+    CrossKernelAgreement,
+    EightBitOnly,
+    KernelComparison,
+    KernelPair,
+    OtherWidthRecipe,
+)
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import BenchSettings, Device, Role
-from qat_harness.devices.litert.cpu import LiteRTDevice
+from qat_harness.devices.litert.cpu import BuiltinKernelsDevice, LiteRTDevice
 from qat_harness.recipes.catalog import (
     RECIPES,
     RecipeArtifact,
@@ -45,28 +52,6 @@ from qat_harness.stats import (
     ratio_of_medians_ci,
     wilson_interval,
 )
-
-CROSS_KERNEL_CLAIM = "K1-cross-kernel"
-C6_CLAIM = "C6-8bit-only"
-CROSS_KERNEL_TEXT = ("Every kernel that loads a .tflite file gives it the same meaning: XNNPACK, the "
-                     "built-in kernels, the reference kernels (and OpenVINO) agree on the same file.")
-#: Top-1 agreement between two kernels on the same file: PASS when every pair is at least this...
-KERNEL_AGREEMENT_PASS = 0.99
-#: ...FAIL when a pair's Wilson interval lies wholly below this; WARN in between.
-KERNEL_AGREEMENT_FAIL = 0.95
-#: A recipe whose top-1 agrees with float on at least this share of inputs is "accurate" for C6.
-ACCURATE_AGREEMENT = 0.95
-BUILTIN_KERNELS = "cpu-builtin"
-
-
-class BuiltinKernelsDevice(LiteRTDevice):
-    """LiteRT's built-in (optimized) kernels without the default XNNPACK delegate."""
-    name = BUILTIN_KERNELS
-    description = "host CPU, LiteRT built-in kernels without delegates"
-    role = Role.HOST_CPU
-    resolver = "builtin-no-delegates"
-    backend = "builtin"
-
 
 # -- typed results -------------------------------------------------------------------------------
 @dataclasses.dataclass
@@ -86,14 +71,6 @@ class RecipeDeviceResult:
     float_latency: LatencySummary | None = None
     latency_ratio: RatioCI | None = None          # median(recipe) / median(float), same device
     latency_note: str | None = None
-
-
-@dataclasses.dataclass
-class KernelPair:
-    a: str
-    b: str
-    agreement: Proportion
-    max_abs: float | None
 
 
 @dataclasses.dataclass
@@ -146,9 +123,9 @@ def kernel_devices(devices: dict[str, Device], num_threads: int, add_builtin: bo
     built-in kernels when a LiteRT device is there and they are not."""
     kernels = {n: d for n, d in devices.items() if d.role is not Role.OVERHEAD}
     has_litert = any(isinstance(d, LiteRTDevice) for d in kernels.values())
-    has_builtin = any(getattr(d, "resolver", None) == "builtin-no-delegates" for d in kernels.values())
+    has_builtin = any(d.kernel == BuiltinKernelsDevice.kernel for d in kernels.values())
     if add_builtin and has_litert and not has_builtin:
-        kernels[BUILTIN_KERNELS] = BuiltinKernelsDevice(num_threads)
+        kernels[BuiltinKernelsDevice.name] = BuiltinKernelsDevice(num_threads)
     return kernels
 
 
@@ -181,9 +158,9 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
         rr = RecipeResult(name, spec, artifact)
         results[name] = rr
         if not artifact.converted:
-            claims.append(ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{name}", Verdict.SKIP, None,
-                                      _k1_expected(), f"{name} did not convert: {artifact.error}",
-                                      details={"recipe": name}))
+            claims.append(CrossKernelAgreement.result(model, f"recipe:{name}", Verdict.SKIP, None,
+                                                      f"{name} did not convert: {artifact.error}",
+                                                      details={"recipe": name}))
             continue
         info = tflite.inspect_model(artifact.path)
         rr.size_bytes = info.size_bytes
@@ -208,12 +185,11 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
         claims.append(claim)
 
     _time_all(kernels, float_path, float_info, results, float_runs, eval_inputs, num_threads, timing, progress)
-    out = RecipeResults(model, float_path, float_info.size_bytes, float_runs, results, claims,
-                        reference_device=_reference_device(kernels))
-    c6 = c6_claim(out)
-    out.claims.append(c6)
-    out.c6_table = c6_table(out)
-    return out
+    judged = RecipeResults(model, float_path, float_info.size_bytes, float_runs, results, claims,
+                           reference_device=_reference_device(kernels))
+    judged.claims.append(c6_claim(judged))
+    judged.c6_table = c6_table(judged)
+    return judged
 
 
 def _reference_device(kernels: dict[str, Device]) -> str | None:
@@ -317,108 +293,30 @@ def _time_all(kernels, float_path, float_info, results, float_runs, x, num_threa
 
 
 # -- K1: cross-kernel agreement -----------------------------------------------------------------------
-def _k1_expected() -> str:
-    return (f"every pair of kernels agrees on top-1 for >= {KERNEL_AGREEMENT_PASS:.0%} of inputs "
-            f"(FAIL when an interval lies below {KERNEL_AGREEMENT_FAIL:.0%})")
+def compare_kernels(recipe: str, outputs: dict[str, np.ndarray],
+                    errors: dict[str, tuple[str, str]] | None = None) -> KernelComparison:
+    """One file's outputs (float domain, examples first) on several kernels, pair by pair.
+    ``errors`` maps a kernel that did not run the file to (kind, reason)."""
+    names = list(outputs)
+    pairs = [KernelPair(a, b, _agreement(outputs[a], outputs[b]), _max_abs(outputs[a], outputs[b]))
+             for i, a in enumerate(names) for b in names[i + 1:]]
+    top1 = {n: top1_of(outputs[n]) for n in names}
+    return KernelComparison(recipe, names, pairs, [n for n in names if np.isnan(outputs[n]).any()],
+                            {n: len(np.unique(t)) for n, t in top1.items()},
+                            {n: int(t[0]) if len(t) else None for n, t in top1.items()}, dict(errors or {}))
 
 
 def cross_kernel_claim(model: str, recipe: str, outputs: dict[str, np.ndarray],
                        errors: dict[str, tuple[str, str]] | None = None) -> tuple[ClaimResult, CrossKernel]:
-    """Judge one file's outputs (float domain, examples first) on several kernels. Pure:
-    arrays in, verdict out. ``errors`` maps a kernel that did not run the file to
-    (kind, reason): a crash where other kernels run the file is a FAIL, a clean refusal a WARN."""
-    errors = dict(errors or {})
-    names = list(outputs)
-    pairs: list[KernelPair] = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            pairs.append(KernelPair(a, b, _agreement(outputs[a], outputs[b]),
-                                    _max_abs(outputs[a], outputs[b])))
-    bad = [p for p in pairs if p.agreement.ci_high is not None and p.agreement.ci_high < KERNEL_AGREEMENT_FAIL]
-    weak = [p for p in pairs if p not in bad and (p.agreement.rate or 0) < KERNEL_AGREEMENT_PASS]
-    nan = [n for n in names if np.isnan(outputs[n]).any()]
-    nan_odd = [n for n in nan if len(nan) < len(names)]
-    odd = _odd_ones(names, bad) + [n for n in nan_odd if n not in _odd_ones(names, bad)]
-    cross = CrossKernel(names, pairs, odd, {k: f"{kind}: {reason}" for k, (kind, reason) in errors.items()})
-    details: dict[str, Any] = {"recipe": recipe, "kernels": names,
-                               "pairs": [dataclasses.asdict(p) for p in pairs],
-                               "odd": odd, "failed": cross.failed,
-                               "classes_predicted": {n: len(np.unique(top1_of(outputs[n]))) for n in names}}
-    measured = {f"{p.a}~{p.b}": round(p.agreement.rate, 4) for p in pairs}
-    if not names:
-        verdict, reason = Verdict.ERROR, "no kernel ran the file: " + "; ".join(
-            f"{k}: {r}" for k, r in cross.failed.items())
-        return ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{recipe}", verdict, measured,
-                           _k1_expected(), reason[:600], details=details), cross
-    parts: list[str] = []
-    verdict = Verdict.PASS
-    if bad or nan_odd:
-        verdict = Verdict.FAIL
-        for kernel in odd:
-            mine = [p for p in bad if kernel in (p.a, p.b)]
-            vs = ", ".join(f"{p.b if p.a == kernel else p.a} ({p.agreement.rate:.1%} top-1 agreement, "
-                           f"max abs diff {_fmt(p.max_abs)})" for p in mine)
-            text = f"{kernel} disagrees with {vs}" if vs else f"{kernel} gives NaN outputs"
-            k_classes = details["classes_predicted"][kernel]
-            others = [details["classes_predicted"][n] for n in names if n != kernel]
-            if k_classes == 1 and others and max(others) > 1:
-                text += f"; it returns class {int(top1_of(outputs[kernel])[0])} for every input"
-            parts.append(text)
-        for p in bad:
-            if p.a not in odd and p.b not in odd:
-                parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} top-1 agreement, "
-                             f"max abs diff {_fmt(p.max_abs)}; which is right cannot be told from two kernels)")
-    elif weak:
-        verdict = Verdict.WARN
-        parts += [f"{p.a} vs {p.b}: {p.agreement.rate:.1%} top-1 agreement (interval "
-                  f"{p.agreement.ci_low:.1%}-{p.agreement.ci_high:.1%}), max abs diff {_fmt(p.max_abs)}"
-                  for p in weak]
-    if errors:
-        crashed = [k for k, (kind, _r) in errors.items() if kind in ("crash", "timeout")]
-        if crashed and names:
-            verdict = Verdict.FAIL
-        elif verdict is Verdict.PASS:
-            verdict = Verdict.WARN
-        parts += [f"{k} did not run it ({cross.failed[k][:160]}) while {', '.join(names)} did"
-                  for k in errors]
-    if verdict is Verdict.PASS:
-        worst = min(pairs, key=lambda p: p.agreement.rate, default=None)
-        if worst is None:
-            reason = f"only {names[0]} ran the file: nothing to compare"
-            verdict = Verdict.SKIP
-        else:
-            reason = (f"{', '.join(names)} agree on {recipe}: lowest pairwise top-1 agreement "
-                      f"{worst.agreement.rate:.1%} ({worst.a} vs {worst.b}), max abs diff "
-                      f"{_fmt(max((p.max_abs or 0) for p in pairs))}")
-    else:
-        reason = f"{recipe}: " + "; ".join(parts)
-    return ClaimResult(CROSS_KERNEL_CLAIM, model, f"recipe:{recipe}", verdict, measured,
-                       _k1_expected(), reason, details=details), cross
-
-
-def _odd_ones(names: list[str], bad: list[KernelPair]) -> list[str]:
-    """Kernels in clear disagreement with every other kernel, when the others agree among
-    themselves (with two kernels nobody can be named)."""
-    if len(names) < 3 or not bad:
-        return []
-    odd = []
-    for k in names:
-        others = [n for n in names if n != k]
-        mine = {p.b if p.a == k else p.a for p in bad if k in (p.a, p.b)}
-        if mine == set(others):
-            odd.append(k)
-    return odd if len(odd) < len(names) else []
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
+    """K1 on one file's outputs on several kernels (see ``compare_kernels``), and the record
+    of the comparison."""
+    comparison = compare_kernels(recipe, outputs, errors)
+    cross = CrossKernel(comparison.kernels, comparison.pairs, CrossKernelAgreement.odd_ones(comparison),
+                        {k: f"{kind}: {reason}" for k, (kind, reason) in comparison.failed.items()})
+    return CrossKernelAgreement.judge(model, comparison), cross
 
 
 # -- C6 re-judged --------------------------------------------------------------------------------------
-def _is_other_width(spec: RecipeSpec) -> bool:
-    return spec.weight_bits != 8 or (spec.activation_bits not in (None, 8))
-
-
 def _headline(results: RecipeResults, rr: RecipeResult) -> RecipeDeviceResult | None:
     ref = results.reference_device
     if ref and ref in rr.devices and rr.devices[ref].ran:
@@ -428,72 +326,27 @@ def _headline(results: RecipeResults, rr: RecipeResult) -> RecipeDeviceResult | 
 
 def c6_claim(results: RecipeResults | list[RecipeResults]) -> ClaimResult:
     """C6 ("8-bit only; other bit widths have no deployment path") judged against today's
-    stack: a bit width has a deployment path when its file converts, loads and runs on a
-    LiteRT kernel without NaNs. FAIL (the claim is dated) when a non-8-bit recipe deploys and
-    stays accurate; WARN when one deploys but is not accurate; PASS when none deploys; SKIP
-    when no non-8-bit recipe was tried."""
+    stack on the recipes of another bit width: a bit width has a deployment path when its file
+    converts, loads and runs on a LiteRT kernel without NaNs."""
     runs = results if isinstance(results, list) else [results]
-    rows: dict[str, dict] = {}
-    deployed_accurate, deployed, refused = [], [], []
+    return EightBitOnly.judge_recipes(runs[0].model if len(runs) == 1 else "recipes", other_widths(runs))
+
+
+def other_widths(runs: list[RecipeResults]) -> dict[str, OtherWidthRecipe]:
+    """Every recipe of another bit width that was run, by name (``model/name`` across models)."""
+    rows = {}
     for res in runs:
         for name, rr in res.recipes.items():
-            if not _is_other_width(rr.spec):
+            if not EightBitOnly.is_other_width(rr.spec.weight_bits, rr.spec.activation_bits):
                 continue
-            ran_on = [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs]
             head = _headline(res, rr)
-            key = f"{res.model}/{name}" if len(runs) > 1 else name
-            row = {"model": res.model, "recipe": name, "bits": rr.spec.label, "converts": rr.artifact.converted,
-                   "runs_on": ran_on, "size_ratio": rr.size_ratio,
-                   "agreement": head.agreement.rate if head and head.agreement else None,
-                   "latency_ratio": head.latency_ratio.ratio if head and head.latency_ratio else None,
-                   "latency_ci": ([head.latency_ratio.ci_low, head.latency_ratio.ci_high]
-                                  if head and head.latency_ratio else None),
-                   "error": rr.artifact.error}
-            rows[key] = row
-            if not rr.artifact.converted:
-                refused.append(f"{key} ({rr.spec.label}) refused: {rr.artifact.error}")
-            elif ran_on:
-                (deployed_accurate if (row["agreement"] or 0) >= ACCURATE_AGREEMENT else deployed).append(key)
-    measured = {k: ("refused" if not r["converts"] else "deploys" if r["runs_on"] else "converts, does not run")
-                for k, r in rows.items()}
-    expected = "no sub-8-bit (or other-width) deployment path"
-    if not rows:
-        return ClaimResult(C6_CLAIM, _c6_model(runs), "any", Verdict.SKIP, None, expected,
-                           "no recipe of another bit width was run (--recipes)", details={"recipes": rows})
-
-    def describe(key: str) -> str:
-        r = rows[key]
-        lat = (f", {r['latency_ratio']:.2f}x float latency" if r["latency_ratio"] is not None else "")
-        agree = f", {r['agreement']:.1%} top-1 agreement with float" if r["agreement"] is not None else ""
-        return (f"{key} ({r['bits']}) converts, loads and runs on {', '.join(r['runs_on'])}: "
-                f"{r['size_ratio']:.2f}x float size{agree}{lat}")
-
-    faster = [k for k, r in rows.items() if r["latency_ci"] and r["latency_ci"][1] is not None
-              and r["latency_ci"][1] < 1.0]
-    slower = [k for k, r in rows.items() if r["latency_ci"] and r["latency_ci"][0] is not None
-              and r["latency_ci"][0] > 1.0]
-    speed = (f"faster than float: {', '.join(faster)}" if faster else
-             "none of them is faster than float" + (f" ({', '.join(slower)} significantly slower)" if slower else ""))
-    if deployed_accurate:
-        verdict = Verdict.FAIL
-        reason = ("dated: other bit widths have a deployment path on today's LiteRT — "
-                  + "; ".join(describe(k) for k in deployed_accurate) + f"; {speed}")
-        if deployed:
-            reason += "; deploys but less accurate: " + ", ".join(deployed)
-    elif deployed:
-        verdict = Verdict.WARN
-        reason = ("partly dated: other bit widths load and run but lose accuracy — "
-                  + "; ".join(describe(k) for k in deployed) + f"; {speed}")
-    else:
-        verdict = Verdict.PASS
-        reason = "no other bit width deploys: " + ("; ".join(refused) or "converted files do not run")
-    return ClaimResult(C6_CLAIM, _c6_model(runs), "any", verdict, measured, expected, reason,
-                       details={"recipes": rows, "faster": faster, "slower": slower,
-                                "accurate_agreement": ACCURATE_AGREEMENT})
-
-
-def _c6_model(runs: list[RecipeResults]) -> str:
-    return runs[0].model if len(runs) == 1 else "recipes"
+            lat = head.latency_ratio if head else None
+            rows[f"{res.model}/{name}" if len(runs) > 1 else name] = OtherWidthRecipe(
+                res.model, name, rr.spec.label, rr.artifact.converted,
+                [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs], rr.size_ratio,
+                head.agreement.rate if head and head.agreement else None,
+                lat.ratio if lat else None, [lat.ci_low, lat.ci_high] if lat else None, rr.artifact.error)
+    return rows
 
 
 C6_COLUMNS = ["recipe", "bits", "converts", "runs on", "size vs float", "latency vs float",
@@ -507,7 +360,7 @@ def c6_table(results: RecipeResults | list[RecipeResults]) -> C6Table:
     k1 = {}
     for res in runs:
         for c in res.claims:
-            if c.id == CROSS_KERNEL_CLAIM:
+            if c.id == CrossKernelAgreement.id:
                 k1[(res.model, c.details.get("recipe"))] = c.verdict.value
     rows = []
     for res in runs:

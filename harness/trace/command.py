@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from qat_harness.claims import Agreement
+from qat_harness.claims.tolerances import TRACE_DEPARTURE_REL, TRACE_DEPARTURE_STEPS
 from qat_harness.trace.core import TraceResult, run_trace
 
-#: Claims whose WARN/FAIL, for a model x device, calls for an automatic trace (the
-#: cross-kernel claim joins this tuple once it exists).
-TRACE_CLAIMS = ("A2-agreement",)
+#: Claims whose WARN/FAIL, for a model x device, calls for an automatic trace.
+TRACE_CLAIMS = (Agreement.id,)
 TRACE_VERDICTS = ("WARN", "FAIL")
 DEFAULT_EXAMPLES = 8
 
@@ -40,10 +41,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     help="the int8 model traced (default: the one a run judges; ptq_int8 isolates "
                          "quantization from QAT fine-tuning)")
     tr.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, help="inputs traced (default 8)")
-    tr.add_argument("--threshold-steps", type=float, default=2.0,
-                    help="int8 steps a device may differ from the reference kernels (default 2)")
-    tr.add_argument("--threshold-rel", type=float, default=0.1,
-                    help="relative error int8 vs float that counts as a departure (default 0.1)")
+    tr.add_argument("--threshold-steps", type=float, default=TRACE_DEPARTURE_STEPS,
+                    help="int8 steps a device may differ from the reference kernels "
+                         f"(default {TRACE_DEPARTURE_STEPS:g})")
+    tr.add_argument("--threshold-rel", type=float, default=TRACE_DEPARTURE_REL,
+                    help="relative error int8 vs float that counts as a departure "
+                         f"(default {TRACE_DEPARTURE_REL:g})")
     return tr
 
 
@@ -68,7 +71,7 @@ def cmd_trace(args, devices: dict, progress=print) -> int:
     """``devices``: the opened devices (name -> Device), every one available; closed here."""
     from qat_harness.build.cache import ArtifactCache
     from qat_harness.preparation import DataOptions, prepare
-    from qat_harness.report import safe_name
+    from qat_harness.record.folder import safe_name
     from qat_harness.sources import parse_models
 
     out = args.out or Path("reports") / "trace"

@@ -53,6 +53,12 @@ from pathlib import Path
 
 import numpy as np
 
+from qat_harness.claims.tolerances import (
+    TRACE_CLIP_BLAME_STEPS,
+    TRACE_DEPARTURE_REL,
+    TRACE_DEPARTURE_STEPS,
+    TRACE_JUMP_FACTOR,
+)
 from qat_harness.core import tflite
 from qat_harness.core.child import run_child
 from qat_harness.core.errors import DeviceError
@@ -133,9 +139,6 @@ def _as_list(x) -> list[np.ndarray]:
 
 # -- measures -----------------------------------------------------------------------------------
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
-#: An op clipping float values by more than this many steps of its scale is blamed for an
-#: error that first shows, over the bulk of the values, downstream.
-CLIP_BLAME_STEPS = 16.0
 
 def _flat(a: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(a).reshape(n, -1)
@@ -356,7 +359,8 @@ def keras_value_per_op(info: tflite.ModelInfo, values: KerasValues) -> dict[int,
 
 # -- the trace ----------------------------------------------------------------------------------
 def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir: Path,
-              threshold_steps: float = 2.0, threshold_rel: float = 0.1, jump_factor: float = 2.0,
+              threshold_steps: float = TRACE_DEPARTURE_STEPS, threshold_rel: float = TRACE_DEPARTURE_REL,
+              jump_factor: float = TRACE_JUMP_FACTOR,
               timeout_s: float = 600.0, write: bool = True,
               input_names: list[str] | None = None, qat_keras=None) -> TraceResult:
     """Trace ``int8_path`` against ``float_path`` (None: the device stages only) on the float
@@ -553,7 +557,7 @@ def _int8_culprit(ops: list[OpTrace], threshold_rel: float, jump_factor: float, 
 
 def _blame_clipping(record: dict, ops: list[OpTrace], upstream: dict[int, list[int]], measure: str) -> dict:
     """When an op upstream of the culprit clips float values its range cannot hold (by more than
-    ``CLIP_BLAME_STEPS`` steps), the error appeared there: a few clipped values are outside the
+    ``TRACE_CLIP_BLAME_STEPS`` steps), the error appeared there: a few clipped values are outside the
     bulk its own measure looks at, and show in the bulk of the next layers. The nearest such
     op is named instead, with the op where the error became visible."""
     seen, frontier = set(), list(upstream.get(record["op"], []))
@@ -564,7 +568,7 @@ def _blame_clipping(record: dict, ops: list[OpTrace], upstream: dict[int, list[i
                 continue
             seen.add(k)
             m = getattr(ops[k], measure) or {}
-            if m.get("clip_max_steps", 0.0) > CLIP_BLAME_STEPS:
+            if m.get("clip_max_steps", 0.0) > TRACE_CLIP_BLAME_STEPS:
                 o, lo, hi = ops[k], *m["representable"]
                 return {"op": k, "opcode": o.opcode, "layer": o.layer, "stage": "quantization",
                         "tensor": o.tensor_name, "rel": m.get("rel"), "carried_rel": record["carried_rel"],

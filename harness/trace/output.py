@@ -14,10 +14,13 @@ Explorer matches against a node's output ``tensor_name``. To see it::
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
 from pathlib import Path
+
+from qat_harness.record.folder import write_atomically
 
 #: pyplot keeps global state: the layer matrix traces cells from several threads at once
 _PLOT_LOCK = threading.Lock()
@@ -35,8 +38,7 @@ def _clean(v):
 
 def write_json(result, out_dir: Path) -> Path:
     path = Path(out_dir) / "trace.json"
-    path.write_text(json.dumps(_clean(result.to_dict()), indent=1))
-    return path
+    return write_atomically(path, json.dumps(_clean(result.to_dict()), indent=1))
 
 
 def _fmt(v, spec=".2f"):
@@ -86,13 +88,14 @@ def write_markdown(result, out_dir: Path) -> Path:
                      f"{_fmt(q.get('mean_steps'))} / {_fmt(q.get('max_steps'), '.1f')} | {_fmt(q.get('rel'), '.3f')} | "
                      f"{_fmt(o.carried_rel, '.3f')} | " + "".join(f"{d} | " for d in devs) + f"{o.verdict} |")
     lines.append("")
-    path = Path(out_dir) / "trace.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_atomically(Path(out_dir) / "trace.md", "\n".join(lines))
 
 
 def write_plot(result, out_dir: Path) -> Path | None:
-    with _PLOT_LOCK:
+    """``trace.png``; layer and device names are drawn as text (``writers.plots.text_only``)."""
+    from qat_harness.writers.plots import text_only
+
+    with _PLOT_LOCK, text_only():
         return _write_plot(result, out_dir)
 
 
@@ -142,10 +145,10 @@ def _write_plot(result, out_dir: Path) -> Path | None:
         ax1.set_title(f"culprit: op {result.culprit['op']} {result.culprit['opcode']} "
                       f"({result.culprit['layer']}), stage {result.culprit['stage']}", fontsize=9)
     fig.tight_layout()
-    path = Path(out_dir) / "trace.png"
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return write_atomically(Path(out_dir) / "trace.png", png.getvalue())
 
 
 GREEN, YELLOW, RED = "#c8e6c9", "#fff59d", "#ef9a9a"
@@ -164,7 +167,7 @@ def _write_node_data(out_dir: Path, measure: str, values: dict[str, float], thre
     data = {"results": {k: {"value": v} for k, v in values.items()},
             "thresholds": [{"value": v, "bgColor": c} for v, c in thresholds]}
     path = Path(out_dir) / f"trace_nodedata_{''.join(ch if ch.isalnum() else '_' for ch in measure)}.json"
-    path.write_text(json.dumps(data, indent=1))
+    write_atomically(path, json.dumps(data, indent=1))
     files[f"model_explorer_{measure}"] = str(path)
 
 
