@@ -17,9 +17,9 @@ The timing benchmark itself is one gate decision on two nights' raw samples."""
 import numpy as np
 import pytest
 
+from qat_harness.compare.gates import LatencyGate, NightNoise, Outcome
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuDevice
-from qat_harness.compare.gates import LatencyGate, NightNoise, Outcome
 
 NIGHTS = 21
 SLOWDOWNS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.50, 0.75, 1.00)
@@ -28,8 +28,9 @@ DETECTED = 0.90       # share of comparisons that must flag a slowdown for it to
 
 @pytest.fixture(scope="module")
 def small_int8(tmp_path_factory):
-    from qat_harness.build.convert import to_tflite   # selects Keras 2 before TensorFlow loads
     import tf_keras as keras
+
+    from qat_harness.build.convert import to_tflite  # selects Keras 2 before TensorFlow loads
 
     layers = keras.layers
     model = keras.Sequential([keras.Input((32, 32, 3)), layers.Conv2D(16, 3, activation="relu"),

@@ -44,6 +44,7 @@ def test_mobilenet_trace_speed(benchmark, mobilenet, tmp_path):
                                  "device_runs": {k: len(v["runs"]) for k, v in result.devices.items()}})
     print(f"\nMobileNet V2 160 trace on cpu + cpu-ref, QAT Keras stage {result.keras_stage}: {seconds:.1f} s "
           f"({len(result.ops)} ops, "
-          f"{EXAMPLES} examples); culprit: {result.culprit and (result.culprit['op'], result.culprit['layer'], result.culprit['stage'])}; "
+          f"{EXAMPLES} examples); culprit: "
+          f"{result.culprit and (result.culprit['op'], result.culprit['layer'], result.culprit['stage'])}; "
           f"device runs: {benchmark.extra_info['device_runs']}")
     assert seconds < TARGET_S

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qat_harness.core.errors import UsageError
 
+
 def regular_file(path, what: str, max_bytes: int | None = None) -> Path:
     """``path`` if it names a regular file (symbolic links followed) of at most ``max_bytes``;
     anything else is a one-line ``UsageError`` naming ``what`` the file was to be. Checked by

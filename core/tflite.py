@@ -90,9 +90,8 @@ def _checked_flatbuffers():
     import types
 
     import flatbuffers
-    from flatbuffers import encode
+    from flatbuffers import encode, table
     from flatbuffers import number_types as N
-    from flatbuffers import table
 
     u32, s32, u16 = N.UOffsetTFlags.packer_type, N.SOffsetTFlags.packer_type, N.VOffsetTFlags.packer_type
 

@@ -207,5 +207,5 @@ class Device(abc.ABC):
         and, when known ahead of running, how the graph is mapped. Default: nothing to do."""
         return model_path, None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most devices hold nothing to release
         """Release the device (remove pushed files, close connections)."""

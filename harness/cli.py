@@ -534,7 +534,6 @@ def cmd_compare(args) -> int:
 def cmd_trace(args) -> int:
     """Per-layer trace: exits 1 when it names a culprit (a layer where int8 parts ways)."""
     from qat_harness.trace import command as trace_command
-
     from qat_harness.writers import console
 
     with check_devices(args.devices, device_option_values(args)) as devices:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from qat_harness.core.tflite import (CONV_OPS, DENSE_OPS, INTEGER_OK_DTYPES, WEIGHT_OPS, ModelInfo,
-                                     OpInfo)
+from qat_harness.core.tflite import CONV_OPS, DENSE_OPS, INTEGER_OK_DTYPES, WEIGHT_OPS, ModelInfo, OpInfo
 
 
 @dataclasses.dataclass(frozen=True)

@@ -219,7 +219,7 @@ def assert_verdict(claim, strict_perf: bool = False) -> None:
     if claim.verdict is Verdict.SKIP:
         pytest.skip(text)
     if claim.verdict is Verdict.WARN:
-        warnings.warn(text)
+        warnings.warn(text, stacklevel=2)
         return
     if claim.verdict is Verdict.FAIL and claims.get(claim.id).measures_hardware and not strict_perf:
         pytest.xfail(text)

@@ -260,7 +260,10 @@ def npz(path: Path, n_inputs: int = 1, eval_fraction: float = 0.5, seed: int = 0
     order = np.random.default_rng(seed).permutation(n)
     n_eval = max(1, int(n * eval_fraction)) if y is not None else n
     ev, tr = order[:n_eval], order[n_eval:]
-    pick = (lambda idx: [x[idx] for x in xs] if n_inputs > 1 else xs[0][idx])
+
+    def pick(idx):
+        return [x[idx] for x in xs] if n_inputs > 1 else xs[0][idx]
+
     return Dataset(f"npz:{path.name}", pick(tr) if len(tr) else None,
                    y[tr] if y is not None and len(tr) else None, pick(ev),
                    y[ev] if y is not None else None, labels_meaningful=y is not None)

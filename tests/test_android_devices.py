@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from qat_harness.core.timing import TimingProtocol
+from simulators.fake_adb import FakeAdbServer, FakeDevice
 
 from qat_harness import claims
 from qat_harness.core.errors import UsageError
+from qat_harness.core.timing import TimingProtocol
 from qat_harness.devices import registry
 from qat_harness.devices.android import benchmark_output as bmo
 from qat_harness.devices.android.cpu import AndroidCpuDevice
@@ -24,7 +24,6 @@ from qat_harness.devices.android.nnapi import NnapiDevice
 from qat_harness.devices.android.phone import parse_cpuinfo
 from qat_harness.devices.base import BenchSettings, DeviceError, Role
 from qat_harness.devices.litert.cpu import CpuDevice
-from simulators.fake_adb import FakeAdbServer, FakeDevice
 
 pytest_plugins = ["simulators.android_fixtures"]
 pytestmark = pytest.mark.simulated

@@ -1,7 +1,6 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback."""
 import json
 
-
 from qat_harness import cli
 
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from simulators.edgetpu.support import HAND_WRITTEN_LOGS, REAL_OUTPUTS, tool_output
 
+from qat_harness.devices.base import DeviceError
 from qat_harness.devices.edgetpu import compiler as etc
 from qat_harness.devices.edgetpu import device as edgetpu
 from qat_harness.devices.edgetpu import runtime as etr
-from qat_harness.devices.base import DeviceError
-from simulators.edgetpu.support import HAND_WRITTEN_LOGS, REAL_OUTPUTS, tool_output
 
 MIB, KIB = 1024 ** 2, 1024
 ENV = ("QAT_EDGETPU_COMPILER", "QAT_EDGETPU_SIMULATOR", "QAT_EDGETPU_LIBRARY",

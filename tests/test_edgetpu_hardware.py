@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qat_harness.devices.edgetpu import device as edgetpu
 from qat_harness.devices.base import BenchSettings
+from qat_harness.devices.edgetpu import device as edgetpu
 from qat_harness.devices.litert.cpu import CpuDevice
 
 pytestmark = [pytest.mark.hardware, pytest.mark.device("edgetpu")]

@@ -8,10 +8,10 @@ import json
 import random
 
 import pytest
+from simulators.edgetpu.support import HAND_WRITTEN_LOGS, REAL_OUTPUTS, tool_output
 
 from qat_harness.devices.edgetpu import compiler as etc
 from qat_harness.devices.edgetpu.compiler import Outcome
-from simulators.edgetpu.support import HAND_WRITTEN_LOGS, REAL_OUTPUTS, tool_output
 
 MANIFEST = json.loads((REAL_OUTPUTS / "manifest.json").read_text())
 REAL_FILES = sorted(p.name for p in REAL_OUTPUTS.glob("*.txt"))

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simulators.edgetpu.support import FAKE_COMPILER, REAL_OUTPUTS, tool_output, write_launcher
 
 from qat_harness.devices import registry
+from qat_harness.devices.base import BenchSettings, DeviceError
 from qat_harness.devices.edgetpu import compiler as etc
 from qat_harness.devices.edgetpu import device as edgetpu
-from qat_harness.devices.base import BenchSettings, DeviceError
 from qat_harness.devices.litert.cpu import CpuDevice
-from simulators.edgetpu.support import FAKE_COMPILER, REAL_OUTPUTS, tool_output, write_launcher
 
 ENV = ("QAT_EDGETPU_COMPILER", "QAT_EDGETPU_SIMULATOR", "QAT_EDGETPU_LIBRARY",
        "QAT_EDGETPU_SIM_SCENARIO", "QAT_EDGETPU_SIM_UNMAPPABLE")

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from simulators.fake_adb import FakeDevice, running, write_fake_benchmark_model
 
 pytestmark = pytest.mark.simulated

@@ -193,6 +193,7 @@ def test_a_harness_killed_by_sigkill_leaves_no_child_behind(tmp_path, sleepy_mod
 
 # -- 2: a json.py in the current folder ----------------------------------------------------------
 def test_a_json_py_in_the_current_folder_never_runs(tmp_path, monkeypatch, tiny_models, sleepy_modules):
+    from qat_harness.core.errors import DeviceError
     from qat_harness.core.tflite import quantize_input
     from qat_harness.devices.litert.cpu import CpuDevice
 
@@ -202,7 +203,7 @@ def test_a_json_py_in_the_current_folder_never_runs(tmp_path, monkeypatch, tiny_
     assert "-P" in child_command("any")
     out = CpuDevice().run(tiny_models["int8"], quantize_input(tiny_models["x"][:2], 1 / 255, -128), 120)
     assert out.outputs.shape == (2, 3)
-    with pytest.raises(Exception):
+    with pytest.raises(DeviceError):
         run_child("qat_sleepy", {"pidfile": str(tmp_path / "p")}, 2)  # starts, then times out
     assert not marker.exists(), "the json.py of the current folder was imported by a child"
 
@@ -286,11 +287,12 @@ def test_two_nightlies_at_once_never_share_a_run_folder(tmp_path, history):
 @pytest.mark.simulated
 def test_a_phone_going_offline_mid_run_is_an_error_and_the_run_goes_on(tmp_path, fake_adb, binary,
                                                                        tiny_models):
+    from simulators.fake_adb import FakeDevice
+
     from qat_harness import pipeline
     from qat_harness.devices.android.nnapi import NnapiDevice
     from qat_harness.devices.device_set import DeviceSet
     from qat_harness.devices.litert.cpu import CpuDevice
-    from simulators.fake_adb import FakeDevice
 
     server = fake_adb(FakeDevice(offline_after=5))
     phone = NnapiDevice(env={"ADB_SERVER_SOCKET": server.socket_spec, "QAT_BENCHMARK_MODEL": str(binary)})

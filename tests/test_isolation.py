@@ -6,9 +6,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from qat_harness.core.child import run_child
 from qat_harness.devices.base import BenchSettings, DeviceError
 from qat_harness.devices.litert.cpu import CpuDevice, CpuRefDevice
-from qat_harness.core.child import run_child
 
 
 @pytest.fixture

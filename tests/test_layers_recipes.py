@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from qat_harness import cli
 from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import RunResult
 from qat_harness.layers import matrix as layers
+from qat_harness.layers import report as layers_report
 from qat_harness.layers.stages import error_cells
 from qat_harness.layers.tasks import make_tasks
-from qat_harness.layers import report as layers_report
 from qat_harness.recipes import catalog
 
 PROBES = ["dense", "conv2d", "relu"]

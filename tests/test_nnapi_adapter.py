@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from simulators.fake_adb import FakeAdbServer, FakeDevice, write_fake_benchmark_model
 
 from qat_harness.core.errors import UsageError
 from qat_harness.devices import registry
+from qat_harness.devices.android.nnapi import NnapiDevice, api_warnings
 from qat_harness.devices.base import BenchSettings, DeviceError
 from qat_harness.devices.litert.cpu import CpuDevice
-from qat_harness.devices.android.nnapi import NnapiDevice, api_warnings
-from simulators.fake_adb import FakeAdbServer, FakeDevice, write_fake_benchmark_model
 
 pytest_plugins = ["simulators.android_fixtures"]
 pytestmark = pytest.mark.simulated

@@ -5,11 +5,17 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from qat_harness.devices.android.adb import (AdbConfigError, AdbTransport, ServerAddress, classify,
-                                               quote_command, server_address)
-from qat_harness.devices.base import DeviceError
 from simulators.fake_adb import FakeDevice, running
+
+from qat_harness.devices.android.adb import (
+    AdbConfigError,
+    AdbTransport,
+    ServerAddress,
+    classify,
+    quote_command,
+    server_address,
+)
+from qat_harness.devices.base import DeviceError
 
 pytestmark = pytest.mark.simulated
 

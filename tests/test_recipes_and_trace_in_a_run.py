@@ -41,9 +41,9 @@ def _unrelated_float_model(folder):
     """A float model with the classifier's signature but other (untrained) weights: its answers
     and the int8 classifier's part ways, so agreement fails and the run traces it."""
     import tf_keras as keras
+    from user_models import IMAGE_SHAPE, NUM_OUTPUTS
 
     from qat_harness.build.convert import to_tflite
-    from user_models import IMAGE_SHAPE, NUM_OUTPUTS
 
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input(IMAGE_SHAPE), keras.layers.Conv2D(4, 3, activation="relu"),

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from trace_models import digits, outlier_classifier
 
 from qat_harness.core import tflite
 from qat_harness.devices.base import Availability
 from qat_harness.devices.litert.cpu import CpuDevice
 from qat_harness.trace import graph, run_trace
-from trace_models import digits, outlier_classifier
 
 
 def _convert(model, x, folder, name):

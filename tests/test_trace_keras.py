@@ -8,11 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from trace_models import digits, outlier_classifier
 
 from qat_harness.build.artifacts import QatKerasModel
 from qat_harness.core import tflite
 from qat_harness.trace import graph, run_trace
-from trace_models import digits, outlier_classifier
 
 
 def _files(model, x, folder, name):

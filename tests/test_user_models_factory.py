@@ -10,10 +10,17 @@ import zipfile
 
 import numpy as np
 import pytest
+from user_models import (
+    CLASS_NAMES,
+    EDGETPU_CUSTOM_CODE,
+    EDGETPU_REFUSAL,
+    FACTORY_WITH_DATA_FUNCTION,
+    LABELS,
+    MULTI_IO_ORDER,
+    NUM_OUTPUTS,
+)
 
 from qat_harness.core.tflite import WEIGHT_OPS, InvalidModel, inspect_model
-from user_models import (CLASS_NAMES, EDGETPU_CUSTOM_CODE, EDGETPU_REFUSAL, FACTORY_WITH_DATA_FUNCTION,
-                         LABELS, MULTI_IO_ORDER, NUM_OUTPUTS)
 
 pytest_plugins = ["user_models"]  # the session fixture `user_models`
 
@@ -190,6 +197,7 @@ def test_argmax_int64_model(user_models):
 # -- 8. Edge TPU look-alike ---------------------------------------------------------------------
 def test_edgetpu_compiled_model_is_one_custom_op(user_models):
     from ai_edge_litert.interpreter import Interpreter
+
     from qat_harness.core import tflite
 
     path = user_models.edgetpu_compiled_model()
@@ -267,6 +275,7 @@ def test_keras_with_lambda_holds_a_lambda_layer(user_models):
 
 def test_keras3_untranslatable_is_refused(user_models):
     import keras
+
     from qat_harness.build import keras3 as translator
     from qat_harness.core.errors import UsageError
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from qat_harness.devices.base import DeviceError
 
+
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
     name: str

@@ -36,8 +36,16 @@ from qat_harness.devices.android.delegation import DelegateKind, account
 from qat_harness.devices.android.model_info import ModelInfo, TensorInfo, read_model_info
 from qat_harness.devices.android.phone import BENCHMARK_MODEL_ENV, Phone, binary_problem, int8_cpu_warnings
 from qat_harness.devices.android.remote import RemoteFolder
-from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation, Device, DeviceOption,
-                                      RunResult, TimingProtocol)
+from qat_harness.devices.base import (
+    Availability,
+    BenchResult,
+    BenchSettings,
+    Delegation,
+    Device,
+    DeviceOption,
+    RunResult,
+    TimingProtocol,
+)
 
 # Every Android device declares these identically: devices that share an option share its flag.
 SERIAL = DeviceOption("serial", "Android device serial", flag="--serial", env="ANDROID_SERIAL")

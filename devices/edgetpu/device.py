@@ -20,8 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from qat_harness.core.child import run_child
-from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation,
-                                      DeviceError, DeviceOption, Role, RunResult)
+from qat_harness.devices.base import (
+    Availability,
+    BenchResult,
+    BenchSettings,
+    Delegation,
+    DeviceError,
+    DeviceOption,
+    Role,
+    RunResult,
+)
 from qat_harness.devices.edgetpu import compiler as etc
 from qat_harness.devices.edgetpu import runtime as etr
 from qat_harness.devices.litert.cpu import LiteRTDevice, litert_runtime

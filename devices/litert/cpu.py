@@ -1,6 +1,7 @@
 """Host-CPU adapters on LiteRT: ``cpu`` (XNNPACK, LiteRT's default CPU path), ``cpu-builtin``
 (LiteRT's built-in kernels without delegates) and ``cpu-ref`` (the reference kernels, slow but
-simple: the numeric oracle the other devices are compared with). ``null`` runs nothing and measures the harness's own per-run overhead."""
+simple: the numeric oracle the other devices are compared with). ``null`` runs nothing and
+measures the harness's own per-run overhead."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,8 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from qat_harness.core.child import run_child
-from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation,
-                                      Device, DeviceError, ModelInputs, Role, RunResult, input_list)
+from qat_harness.devices.base import (
+    Availability,
+    BenchResult,
+    BenchSettings,
+    Delegation,
+    Device,
+    DeviceError,
+    ModelInputs,
+    Role,
+    RunResult,
+    input_list,
+)
 
 WORKER = "qat_harness.devices.litert.worker"
 

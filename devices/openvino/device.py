@@ -20,11 +20,27 @@ from typing import Any
 import numpy as np
 
 from qat_harness.core.child import run_child
-from qat_harness.devices.base import (Availability, BenchResult, BenchSettings, Delegation, Device,
-                                      DeviceError, DeviceOption, ModelInputs, Role, RunResult)
+from qat_harness.devices.base import (
+    Availability,
+    BenchResult,
+    BenchSettings,
+    Delegation,
+    Device,
+    DeviceError,
+    DeviceOption,
+    ModelInputs,
+    Role,
+    RunResult,
+)
 from qat_harness.devices.litert.cpu import _save_inputs
-from qat_harness.devices.openvino.targets import (PRECISIONS, TARGETS, is_listed, normalize_precision,
-                                                  normalize_target, role_for)
+from qat_harness.devices.openvino.targets import (
+    PRECISIONS,
+    TARGETS,
+    is_listed,
+    normalize_precision,
+    normalize_target,
+    role_for,
+)
 
 WORKER = "qat_harness.devices.openvino.worker"
 INSTALL_HINT = "pip install 'qat-harness[openvino]'"

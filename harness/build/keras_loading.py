@@ -50,6 +50,7 @@ def load_model(source: dict):
 # -- files ----------------------------------------------------------------------------------------
 def load_keras_file(path: Path):
     import tf_keras as keras
+
     # tf_keras's public API has no safe-mode scope; the package is pinned (pyproject.toml)
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 

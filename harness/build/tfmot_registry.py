@@ -46,8 +46,14 @@ SOURCE_CAVEATS = [
 
 def _modules():
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_layout_transform as layout, default_8bit_quantize_registry as registry,
-        default_8bit_transforms as transforms)
+        default_8bit_quantize_layout_transform as layout,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_transforms as transforms,
+    )
     return registry, layout, transforms
 
 
@@ -81,8 +87,7 @@ def layout_transforms() -> list[dict]:
     The list is read from the names ``Default8BitQuantizeLayoutTransform.apply`` calls; if
     that source cannot be read, every Transform in tfmot's transforms module is used."""
     _, layout, tmod = _modules()
-    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
-        transforms as base)
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import transforms as base
     try:
         names = re.findall(r"default_8bit_transforms\.(\w+)\(",
                            inspect.getsource(layout.Default8BitQuantizeLayoutTransform.apply))

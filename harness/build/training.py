@@ -8,7 +8,7 @@ import numpy as np
 from qat_harness.core import keras2
 
 keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
-from qat_harness.core.errors import UsageError
+from qat_harness.core.errors import UsageError  # noqa: E402 - after keras2.enter(), on purpose
 
 
 @dataclasses.dataclass

@@ -214,7 +214,7 @@ def _quantize_with_configs(model, configs: dict, qk):
             return qk.quantize_annotate_layer(layer, cfg)
         if isinstance(layer, keras.layers.Lambda):
             warnings.warn("Lambda layers are not supported by automatic model annotation; "
-                          "this layer will not be quantized")
+                          "this layer will not be quantized", stacklevel=2)
             return layer
         if isinstance(layer, keras.Model):
             raise ValueError("Quantizing a keras Model inside another keras Model is not supported.")

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.devices.base import RunResult
@@ -52,7 +54,6 @@ from qat_harness.layers.stages import (
 from qat_harness.layers.stages import stage as cell
 from qat_harness.recipes import catalog
 from qat_harness.recipes.catalog import RECIPES, RecipeArtifact, RecipeSpec
-from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.recipes.stage import (
     CrossKernel,
     as_float,
@@ -486,7 +487,8 @@ class RecipeAxis:
             inputs = typed_inputs(info, x)
         except tflite.InputMismatch as exc:
             why = f"the probe inputs do not fit the recipe's file: {exc}"
-            return {**{device_key(d, recipe): cell(FAIL, why) for d in self.devices}, kernels_key(recipe): cell(SKIP, why)}
+            return {**{device_key(d, recipe): cell(FAIL, why) for d in self.devices},
+                    kernels_key(recipe): cell(SKIP, why)}
         out_tensor = info.tensor(info.outputs[0])
         runs: dict[str, KernelRun] = {}
         for name in self.kernels:

@@ -171,16 +171,20 @@ def markdown(matrix: dict) -> str:
         for k in keys:
             cell = p["stages"].get(k)
             if cell:
-                out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}"
+                out.append(_cell_line(k, cell)
                            + (f" — [trace]({cell['trace']}): {_md_escape(cell.get('trace_culprit'))}"
                               if cell.get("trace") else ""))
         recipe_keys = (matrix.get("recipe_axis") or {}).get("stage_keys", [])
         for k in recipe_keys:
             cell = (p.get("recipe_stages") or {}).get(k)
             if cell:
-                out.append(f"- `{k}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}")
+                out.append(_cell_line(k, cell))
         out.append("")
     return "\n".join(out)
+
+
+def _cell_line(key: str, cell: dict) -> str:
+    return f"- `{key}` {SYMBOLS.get(cell['verdict'], '?')} {cell['verdict']}: {_md_escape(cell['reason'])}"
 
 
 # -- the recipe axis ----------------------------------------------------------------------------
@@ -205,8 +209,7 @@ def recipe_title(matrix: dict) -> str:
 def recipe_cell(entry: dict, recipe: str, devices: list[str]) -> str:
     """One probe x recipe in a few words: 'int4 · runs · agree 94% · err 6.4%',
     'FAIL kernels disagree', 'SKIP quantizer missing'."""
-    from qat_harness.layers.recipes import (FLOAT_KEY, convert_key, device_key, kernels_key,
-                                            recipe_verdicts, weights_key)
+    from qat_harness.layers.recipes import FLOAT_KEY, convert_key, device_key, kernels_key, recipe_verdicts, weights_key
 
     cells = entry.get("recipe_stages") or {}
     convert = cells.get(convert_key(recipe))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from qat_harness.core.child import run_child
 from qat_harness.core.errors import DeviceError
 

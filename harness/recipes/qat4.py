@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from qat_harness.core.child import run_child, serve_once
 
 CHILD = "qat_harness.recipes.qat4"
@@ -164,10 +165,11 @@ def _child(req: dict) -> dict:
     keras2.enter()
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
+    from tf_keras import layers
+
     from qat_harness.build.convert import to_tflite
     from qat_harness.models.datasets import digits
     from qat_harness.models.reference import digits_cnn
-    from tf_keras import layers
 
     out = Path(req["out"])
     data = digits()

@@ -53,6 +53,7 @@ from qat_harness.stats import (
     wilson_interval,
 )
 
+
 # -- typed results -------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RecipeDeviceResult:

@@ -20,8 +20,8 @@ from typing import Annotated
 from pydantic import JsonValue, PlainValidator
 
 from qat_harness.claims import Ceiling
-from qat_harness.crosscheck import CrossCheck
 from qat_harness.core.timing import TimingProtocol
+from qat_harness.crosscheck import CrossCheck
 from qat_harness.devices.base import Delegation, Role
 from qat_harness.environment import Environment
 from qat_harness.inspection import FullIntegerCheck, PerAxisCheck

@@ -393,7 +393,8 @@ def run_trace(float_path, int8_path, inputs, devices: dict[str, Device], out_dir
             flt_job = keras_job = None
             if finfo is not None:
                 wanted = sorted({v for v in matches.values() if v not in finfo.inputs})
-                flt_job = pool.submit(_trace_child, Path(float_path), finfo.inputs, xf, "builtin", wanted, tmp, "float", timeout_s)
+                flt_job = pool.submit(_trace_child, Path(float_path), finfo.inputs, xf, "builtin", wanted, tmp,
+                                      "float", timeout_s)
             if qat_keras is not None:
                 keras_job = pool.submit(_keras_child, qat_keras, x, _keras_layers_wanted(info),
                                         len(info.outputs), tmp, timeout_s)

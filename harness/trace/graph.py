@@ -81,7 +81,7 @@ def match_tensors(int8: tflite.ModelInfo, flt: tflite.ModelInfo) -> dict[int, in
     matches: dict[int, int] = {}
     last = -1
     int8_items = [(-1, t) for t in int8.inputs] + [(op.index, t) for op in int8.ops for t in op.outputs if t >= 0]
-    for op_index, t in int8_items:
+    for _op_index, t in int8_items:
         ti = int8.tensor(t)
         names, prim, size = set(layer_names(ti.name)), primary_layer(ti.name), element_count(ti.shape)
         best, best_key = None, None

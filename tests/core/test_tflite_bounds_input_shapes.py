@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from user_models import with_input_shape
 
 from qat_harness import cli
 from qat_harness.core import tflite
-from user_models import with_input_shape
 
 ABSURD = [[1, 0, 8, 1], [1, -3, 8, 1], [0, 8, 8, 1], [1, 100_000, 100_000, 3], [2 ** 31 - 1, 8, 8, 1]]
 

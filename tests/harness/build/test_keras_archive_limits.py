@@ -8,8 +8,8 @@ import tempfile
 import zipfile
 
 import pytest
-
 from hostile_keras_files import ModelFiles
+
 from qat_harness import sources
 from qat_harness.build import artifacts, keras3
 from qat_harness.core.errors import UsageError

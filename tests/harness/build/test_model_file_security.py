@@ -15,9 +15,17 @@ import re
 import sys
 
 import pytest
+from hostile_keras_files import (
+    FORMS,
+    NESTED_LAYERS,
+    ModelFiles,
+    canary_module,
+    lambda_entry,
+    replace_layer,
+    set_object,
+    set_on_model,
+)
 
-from hostile_keras_files import (FORMS, NESTED_LAYERS, ModelFiles, canary_module, lambda_entry,
-                                 replace_layer, set_object, set_on_model)
 from qat_harness import cli, sources
 from qat_harness.build import artifacts, keras_loading
 from qat_harness.core.errors import UsageError
