@@ -421,7 +421,8 @@ def test_layers_exits_1_on_error_cells_takes_a_probe_timeout_and_warns_about_use
     code, err = _run_cli(capsys, "layers", "--probe", "my_probes:make", "--probe-timeout", "7",
                          "--out", str(tmp_path))
     assert code == cli.EXIT_GATE
-    assert seen == {"timeout_s": 7.0}
+    opened = seen.pop("opened")  # the devices the CLI checked, handed over instead of reopened
+    assert seen == {"timeout_s": 7.0} and list(opened.availability) == ["cpu"]
     assert "--probe imports and runs your code (my_probes:make)" in err
     assert "1 cell(s) are ERROR" in err and "p qat" in err
 

@@ -410,7 +410,7 @@ def test_an_oversized_config_is_refused(tmp_path, monkeypatch):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("config.json", " " * 4096 + "{}")
     monkeypatch.setattr(translator, "MAX_JSON_MEMBER_BYTES", 1024)
-    with pytest.raises(UsageError, match=r"config\.json is larger than"):
+    with pytest.raises(UsageError, match=r"'config\.json' declares 4,098 bytes unpacked .*limit 1,024"):
         translator.read_keras_archive(path)
 
 
