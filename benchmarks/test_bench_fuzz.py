@@ -462,8 +462,6 @@ OBJECT_KEYS = ("kernel_initializer", "activation", "dtype", "kernel_regularizer"
 
 
 def _hostile_helpers():
-    import sys
-
     folder = str(Path(__file__).resolve().parents[1] / "tests" / "harness" / "build")
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -606,17 +604,21 @@ class ConfigMutator:
         return self.rng.choice(configs) if configs else None
 
     def lambda_object(self, config, form):
+        import copy
+
         target = self._some_config(config)
-        if target is not None:
+        if target is not None:  # copies: an edit must never reach the template (or make a cycle)
             target[self.rng.choice(OBJECT_KEYS)] = {"class_name": "__lambda__", "config": {
-                "value": self.lambda_entries[form]["config"]["function"]}}
+                "value": copy.deepcopy(self.lambda_entries[form]["config"]["function"])}}
         return target is not None
 
     def lambda_function_type(self, config, form):
         target = self._some_config(config)
         if target is not None:
+            import copy
+
             lam = self.lambda_entries[form]["config"]
-            target.update({"dropout_fn": lam.get("function"), "dropout_fn_type": "lambda"})
+            target.update({"dropout_fn": copy.deepcopy(lam.get("function")), "dropout_fn_type": "lambda"})
         return target is not None
 
     def foreign_module(self, config, form):
@@ -639,6 +641,18 @@ class ConfigMutator:
 
 
 REFUSALS: collections.Counter = collections.Counter()
+#: A config tf_keras never finishes rebuilding (a Functional graph whose nodes never get their
+#: inputs loops forever in ``reconstruct_from_config``): in the harness the builder child's
+#: timeout ends it with one line; here each case gets this long, then counts as ``hang``.
+CASE_TIMEOUT_S = int(os.environ.get("QAT_FUZZ_CASE_TIMEOUT_S", 60))
+
+
+class _CaseTimeout(BaseException):
+    """Raised by the alarm; a BaseException, so that no ``except Exception`` swallows it."""
+
+
+def _raise_case_timeout(signum, frame):
+    raise _CaseTimeout
 
 
 def _reason(message: str) -> str:
@@ -649,20 +663,25 @@ def _reason(message: str) -> str:
 
 
 def config_outcome(path: Path, canaries: list[Path], canary_module: str) -> str:
-    import sys
-
     from qat_harness import sources
     from qat_harness.build import keras_loading
     from qat_harness.core.errors import UsageError
 
+    previous = signal.signal(signal.SIGALRM, _raise_case_timeout)
+    signal.alarm(CASE_TIMEOUT_S)
     try:
         keras_loading.load_model(sources.parse_entry(str(path)).request())
         outcome = "loaded"
+    except _CaseTimeout:
+        outcome = "hang"
     except UsageError as exc:
         outcome = "refused" if "\n" not in str(exc) else "escape:multi-line"
         REFUSALS[_reason(str(exc))] += 1
     except Exception as exc:  # noqa: BLE001 - what the benchmark is looking for
         outcome = f"escape:traceback:{type(exc).__name__}"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     if any(c.exists() for c in canaries):
         outcome = "escape:code-ran-or-imported"
     for module in (canary_module, "this"):
@@ -675,8 +694,6 @@ def config_outcome(path: Path, canaries: list[Path], canary_module: str) -> str:
 
 
 def fuzz_configs(n: int, folder: Path) -> dict:
-    import sys
-
     import keras
     import tf_keras
 
@@ -698,7 +715,7 @@ def fuzz_configs(n: int, folder: Path) -> dict:
     mutator = ConfigMutator(rng, lambda_entries, canary_module)
     counts: dict = {"cases": n, "by_form": collections.Counter(), "ops": collections.Counter(),
                     "hostile": collections.Counter(), "benign": collections.Counter()}
-    escapes = []
+    escapes, hangs = [], []
     try:
         for i in range(n):
             form = CONFIG_FORMS[i % len(CONFIG_FORMS)]
@@ -715,12 +732,14 @@ def fuzz_configs(n: int, folder: Path) -> dict:
             counts["hostile" if hostile else "benign"][outcome] += 1
             if outcome.startswith("escape") or (hostile and outcome == "loaded"):
                 escapes.append({"case": i, "form": form, "ops": ops, "outcome": outcome})
+            if outcome == "hang":
+                hangs.append({"case": i, "form": form, "ops": ops})
             tf_keras.backend.clear_session()
             path.unlink() if path.is_file() else shutil.rmtree(path, ignore_errors=True)
     finally:
         sys.path.remove(str(modules))
     counts = {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in counts.items()}
-    counts["escapes"] = escapes
+    counts["escapes"], counts["hangs"] = escapes, hangs
     counts["refusal_reasons"] = dict(REFUSALS.most_common(12))
     return counts
 

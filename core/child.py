@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, cast
 
 from qat_harness.core import keras2
 from qat_harness.core.errors import DeviceError
@@ -176,7 +176,8 @@ def _relay_progress(stream, progress: Callable[[str], None]) -> None:
 def _wait_reading_stderr(proc: subprocess.Popen, timeout_s: float) -> bytes:
     """``communicate`` for a child whose stdout another thread reads."""
     chunks: list[bytes] = []
-    drain = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+    stderr = cast(IO[bytes], proc.stderr)  # the caller started it with stderr=PIPE
+    drain = threading.Thread(target=lambda: chunks.append(stderr.read()), daemon=True)
     drain.start()
     proc.wait(timeout=timeout_s)
     drain.join(timeout=5)
@@ -311,6 +312,7 @@ class ServingChild:
             raise ChildFailure("start", f"child {self.module} did not start: {msg}")
 
     def _next(self, deadline: float, stage: str) -> dict:
+        assert self.events is not None  # set by _start(), before any wait
         try:
             msg = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
@@ -321,6 +323,7 @@ class ServingChild:
         return msg
 
     def _death(self, stage: str) -> str:
+        assert self.proc is not None  # the child whose output ended (only _kill() clears it, then raises)
         code = self.proc.wait()
         self.proc = None
         what = f"crashed with {signal_name(code)}" if code < 0 else f"exited with code {code}"
@@ -345,6 +348,8 @@ class ServingChild:
     def run(self, request: dict, timeout_s: float) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
+        assert self.proc is not None  # started just above when it was not running
+        stdin = cast(IO[bytes], self.proc.stdin)  # started with stdin=PIPE
         deadline = time.monotonic() + timeout_s
         stage = self.first_stage
         try:
@@ -353,8 +358,8 @@ class ServingChild:
             self._log_offset = 0
         try:
             try:
-                self.proc.stdin.write((json.dumps(request) + "\n").encode())
-                self.proc.stdin.flush()
+                stdin.write((json.dumps(request) + "\n").encode())
+                stdin.flush()
             except (BrokenPipeError, OSError):
                 raise ChildFailure(stage, self._death(stage)) from None
             while True:
@@ -375,7 +380,7 @@ class ServingChild:
     def close(self) -> None:
         if self.proc is not None:
             try:
-                self.proc.stdin.close()
+                cast(IO[bytes], self.proc.stdin).close()  # started with stdin=PIPE
                 self.proc.wait(timeout=10)
             except Exception:  # noqa: BLE001 - a child that will not leave is killed
                 self._kill()

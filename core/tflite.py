@@ -20,6 +20,7 @@ import importlib.util
 import math
 import struct
 from pathlib import Path
+from typing import cast
 
 from qat_harness.core.errors import UsageError
 from qat_harness.core.files import regular_file
@@ -65,6 +66,7 @@ def schema_path() -> Path:
 def load_schema(module_name: str):
     """A private copy of the schema module, loaded from ``schema_path()``."""
     spec = importlib.util.spec_from_file_location(module_name, schema_path())
+    assert spec is not None and spec.loader is not None  # a .py file always has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -399,7 +401,7 @@ def _check_io_names(sg, indices: list) -> None:
             raw and raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidModel(f"corrupt flatbuffer: the name of input/output tensor {i} is not "
-                               f"UTF-8 text ({raw[:24]!r})") from None
+                               f"UTF-8 text ({cast(bytes, raw)[:24]!r})") from None
 
 
 def _opcode_name(oc) -> str:
@@ -440,7 +442,7 @@ def _buffer_sizes(model, buf: bytes, limit: int) -> list:
 
 def _external_sizes(model, limit: int) -> dict:
     """External buffers (data in a separate file group): id -> length."""
-    out = {}
+    out: dict[int, int] = {}
     try:
         n = model.ExternalBuffersLength()
     except AttributeError:  # older schema bindings
@@ -526,7 +528,7 @@ def tensor_input(t: TensorInfo, x):
 
     x = np.asarray(x)
     if t.dtype in QUANTIZED_INPUT_DTYPES and t.scales:
-        return quantize_input(x, t.scales[0], t.zero_points[0], t.dtype)
+        return quantize_input(x, t.scales[0], cast(list, t.zero_points)[0], t.dtype)  # set with scales
     if t.dtype in ("float32", "float16"):
         return x.astype(t.dtype)
     if t.dtype.startswith(("int", "uint")):
@@ -571,5 +573,5 @@ def float_range(t: TensorInfo) -> tuple[float, float] | None:
     if not t.scales or t.dtype not in QUANTIZED_INPUT_DTYPES:
         return None
     info = np.iinfo(np.dtype(t.dtype))
-    scale, zero = t.scales[0], t.zero_points[0]
+    scale, zero = t.scales[0], cast(list, t.zero_points)[0]  # set with scales
     return (scale * (info.min - zero), scale * (info.max - zero))

@@ -7,6 +7,7 @@ reference kernels) is the set's own when it was requested, or made once when fir
 and closing the set closes every device it opened, the oracle included."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 from qat_harness.core.errors import UsageError
@@ -14,7 +15,9 @@ from qat_harness.devices import registry
 from qat_harness.devices.base import Availability, Device, Role
 
 
-class DeviceSet:
+class DeviceSet(Mapping[str, Device]):
+    """A read-only mapping of the usable devices (name -> Device), in the order asked for."""
+
     def __init__(self, devices: dict[str, Device], availability: dict[str, Availability],
                  options: dict[str, dict[str, Any]]):
         self._devices = devices
@@ -58,21 +61,15 @@ class DeviceSet:
             raise
         return cls(opened, availability, {n: options.get(n, {}) for n in names})
 
-    # -- a mapping of the usable devices, in the order they were asked for ---------------------
+    # -- the mapping ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
         return iter(self._devices)
 
     def __len__(self) -> int:
         return len(self._devices)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._devices
-
     def __getitem__(self, name: str) -> Device:
         return self._devices[name]
-
-    def items(self):
-        return self._devices.items()
 
     def names(self) -> list[str]:
         return list(self._devices)

@@ -20,9 +20,13 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qat_harness.core.child import Terminated, sigterm_as_interrupt
 from qat_harness.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from qat_harness.devices.base import DeviceOption
 
 DEFAULT_MODELS = ["digits_cnn", "mobilenet_v2"]
 DEFAULT_INPUT_SIZES = {"mobilenet_v2": 160}  # the default run must fit in a few minutes on 2 cores
@@ -135,7 +139,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("device options (each applies to the devices that declare it)")
     seen: dict[str, list[str]] = {}
-    declared = {}
+    declared: dict[str, DeviceOption] = {}
     for name, entry in registry.entries().items():
         for option in entry.device_class.options if entry.device_class else ():
             seen.setdefault(option.name, []).append(name)

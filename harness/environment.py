@@ -35,6 +35,7 @@ class Environment:
 
 
 def cpu_info() -> CpuInfo:
+    flags: set[str]
     model, flags = platform.processor() or platform.machine(), set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():

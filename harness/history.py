@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 from qat_harness import history_db
 from qat_harness.compare.intervals import median_interval
@@ -33,7 +34,7 @@ def _insert_run(conn: sqlite3.Connection, run: RunReport, report_path: Path) -> 
         " VALUES (?,?,?,?,?,?,?)",
         (run.started, str(report_path), env.cpu, env.harness_version, run.finished,
          run.status.value, json.dumps(env.to_dict())))
-    run_id = cur.lastrowid
+    run_id = cast(int, cur.lastrowid)  # set by the INSERT just run
     conn.executemany(
         "INSERT INTO claims (run_id, claim, model, device, verdict, measured, simulated, reason)"
         " VALUES (?,?,?,?,?,?,?,?)",
@@ -146,9 +147,10 @@ def load(db_path: Path) -> History:
                   for run_id, started, path, status, env, cpu, version in conn.execute(
                       "SELECT id, started, report_path, status, environment, cpu, harness_version"
                       " FROM runs ORDER BY id")]
-        claims = [ClaimRow(*row[:6], bool(row[6]), row[7]) for row in conn.execute(
-            "SELECT run_id, claim, model, device, verdict, measured, simulated, reason FROM claims"
-            " ORDER BY run_id")]
+        claims = [ClaimRow(run_id, claim, model, device, verdict, measured, bool(simulated), reason)
+                  for run_id, claim, model, device, verdict, measured, simulated, reason in conn.execute(
+                      "SELECT run_id, claim, model, device, verdict, measured, simulated, reason FROM claims"
+                      " ORDER BY run_id")]
         latency = [LatencyRow(*row) for row in conn.execute(
             "SELECT run_id, model, device, variant, median_ms, p90_ms, n, median_ci_low,"
             " median_ci_high FROM latency ORDER BY run_id")]

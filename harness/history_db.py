@@ -25,10 +25,16 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qat_harness.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 APPLICATION_ID = 0x51415448   # "QATH", in the header of every history this harness writes
 # What ``user_version`` says: 1 = the tables and columns below. A new column or table goes in
@@ -77,8 +83,8 @@ class _SignalsStopQueries:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.caught: tuple[int, object] | None = None
-        self._previous: dict[int, object] = {}
+        self.caught: tuple[int, FrameType | None] | None = None
+        self._previous: dict[int, _Handler] = {}
 
     def __enter__(self) -> _SignalsStopQueries:
         if threading.current_thread() is threading.main_thread():
@@ -131,7 +137,7 @@ def _connection(target: str, guard: _SignalsStopQueries) -> Iterator[sqlite3.Con
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_STATEMENT_BYTES)
         if hasattr(conn, "setconfig"):   # Python 3.12+
-            conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)
+            conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)  # type: ignore[attr-defined]  # 3.12+ stubs
         conn.execute("PRAGMA trusted_schema = OFF")
         conn.execute("PRAGMA cell_size_check = ON")   # damaged pages found when read, not later
         conn.set_progress_handler(guard.should_stop, PROGRESS_EVERY)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -376,7 +377,7 @@ class ModelRun:
             self.add(claims.Accuracy.skip(self.name, dev_name, "the dataset has no labels"))
             return
         metrics = self.model.metrics
-        extra = {"float_keras_top1": metrics.get("float_keras_accuracy"),
+        extra: dict[str, Any] = {"float_keras_top1": metrics.get("float_keras_accuracy"),
                  "qat_keras_top1": metrics.get("qat_keras_accuracy"),
                  "float_ft_keras_top1": metrics.get("float_ft_keras_accuracy")}
         # A1's control arm: the float model fine-tuned like QAT, built with the artifacts. It

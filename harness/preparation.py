@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import cast
 
 from qat_harness.build.artifacts import QatKerasModel, build_artifacts, describe_model, get_artifacts
 from qat_harness.build.cache import ArtifactCache
@@ -98,6 +99,7 @@ def check_weights_apply(spec, weights: str | None) -> None:
 
 
 def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
+    assert source.path is not None  # a TFLITE source always names its file (sources.parse_models)
     infos = {"int8": _read(source.path)}
     variants = {"int8": source.path}
     if source.float_path:
@@ -186,7 +188,8 @@ def user_data(specs: list[InputSpec], opts: DataOptions) -> tuple[Dataset, str]:
                                  opts.limit_per_class, labels=labels, channels=channels)
     return data, (f"{data.name}: images resized to {height}x{width}, preprocessing "
                   f"{datasets.PREPROCESS[scheme][1]} ({why})"
-                  + (f", classes by {Path(opts.labels).name}" if labels else ", classes by sorted folder name"))
+                  + (f", classes by {Path(cast(str, opts.labels)).name}" if labels
+                     else ", classes by sorted folder name"))
 
 
 def _scheme(spec: InputSpec, given: str | None) -> tuple[str, str]:
@@ -236,6 +239,7 @@ def _spec_from_tensor(t: tflite.TensorInfo) -> InputSpec:
 def _check_same_signature(int8: tflite.ModelInfo, flt: tflite.ModelInfo, source: ModelSource) -> None:
     shapes = lambda info, idx: [info.tensor(i).shape for i in idx]  # noqa: E731
     if shapes(int8, int8.inputs) != shapes(flt, flt.inputs) or len(int8.outputs) != len(flt.outputs):
+        assert source.path is not None and source.float_path is not None  # both read by the caller
         raise UsageError(f"{source.path.name} and {source.float_path.name} are not the same model: inputs "
                          f"{shapes(int8, int8.inputs)} vs {shapes(flt, flt.inputs)}, "
                          f"{len(int8.outputs)} vs {len(flt.outputs)} output(s)")

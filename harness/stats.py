@@ -4,13 +4,17 @@ two quantized outputs in steps. Each returns a typed value with ``to_dict`` for 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 
 class _Serialisable:
-    def to_dict(self) -> dict:
+    def to_dict(self: DataclassInstance) -> dict:
         return dataclasses.asdict(self)
 
 

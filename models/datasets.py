@@ -31,7 +31,7 @@ class Dataset:
     name: str
     x_train: np.ndarray | None
     y_train: np.ndarray | None
-    x_eval: np.ndarray
+    x_eval: np.ndarray | list[np.ndarray]  # a list for a model with several inputs
     y_eval: np.ndarray | None  # None: no labels (synthetic inputs for size/latency only)
     labels_meaningful: bool = True
 
@@ -55,7 +55,7 @@ class Dataset:
                     continue
                 array = np.ascontiguousarray(array)
                 h.update(f"|{array.dtype.str}{array.shape}".encode())
-                h.update(array)
+                h.update(array)  # type: ignore[arg-type]  # an ndarray is a buffer; numpy's stubs say so for 3.12+
         return h.hexdigest()
 
 
@@ -171,6 +171,7 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
     height, width = size
     regular_file(path, "image")
+    im: Image.Image  # the opened file, then its converted copy
     try:
         with Image.open(path) as im:
             limit = Image.MAX_IMAGE_PIXELS

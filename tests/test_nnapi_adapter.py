@@ -77,8 +77,11 @@ def test_no_adb_server_says_what_is_missing_and_starts_none(tmp_path, monkeypatc
 
 
 def test_bad_server_socket_spec_is_a_clear_error(binary):
-    avail = adapter(None, binary, env={"ADB_SERVER_SOCKET": "localfilesystem:/tmp/adb.sock"}).probe()
+    dev = adapter(None, binary, env={"ADB_SERVER_SOCKET": "localfilesystem:/tmp/adb.sock"})
+    avail = dev.probe()
     assert not avail.available and "only tcp:HOST:PORT" in avail.reason
+    with pytest.raises(DeviceError, match="only tcp:HOST:PORT"):  # not an AttributeError on the missing transport
+        dev.phone.properties()
 
 
 def test_one_phone_probe_describe_and_simulated_flag(phone, binary):

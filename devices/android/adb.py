@@ -28,6 +28,7 @@ import shlex
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from adbutils import AdbClient, AdbConnection, AdbDevice, AdbError
@@ -55,7 +56,7 @@ class AdbConfigError(ValueError):
     """An adb environment variable the harness cannot use."""
 
 
-def server_address(env: dict | None = None) -> ServerAddress:
+def server_address(env: Mapping[str, str] | None = None) -> ServerAddress:
     """Where the adb server is, read as ``adb`` itself reads it: ``ADB_SERVER_SOCKET``
     (``tcp:HOST:PORT``, ``tcp:PORT``, ``tcp:[IPv6]:PORT``) first, then
     ``ANDROID_ADB_SERVER_ADDRESS`` / ``ANDROID_ADB_SERVER_PORT``, then 127.0.0.1:5037."""

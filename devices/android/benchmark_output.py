@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import cast
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
 _PREFIX = re.compile(r"^(INFO|WARN|WARNING|ERROR|FATAL|VERBOSE|DEBUG): ")
@@ -161,7 +162,7 @@ class BenchmarkOutput:
     def nodes_total(self) -> int | None:
         if not self.replacements or any(r.total is None for r in self.replacements):
             return None
-        return sum(r.total for r in self.replacements)
+        return sum(cast(int, r.total) for r in self.replacements)
 
     def error_summary(self) -> str:
         """The most telling error line, for a one-line DeviceError."""

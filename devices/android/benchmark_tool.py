@@ -54,7 +54,7 @@ def chained_command(argvs: list[list[str]]) -> str:
 
 def split_chained_output(stdout: str, stderr: str, count: int) -> list[tuple[int | None, str]]:
     """(exit code or None when cut off, output) of each invocation of ``chained_command``."""
-    results = []
+    results: list[tuple[int | None, str]] = []
     for k in range(count):
         m = re.search(rf"{re.escape(_MARK)}begin:{k}\n(.*?){re.escape(_MARK)}end:{k}:(\d+)", stdout, re.S)
         if m:

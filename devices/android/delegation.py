@@ -17,6 +17,7 @@ When no signal is there the delegation is unknown (``ops_delegated`` None), neve
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from qat_harness.devices.android import benchmark_output as bmo
 from qat_harness.devices.android.model_info import ModelInfo
@@ -47,7 +48,7 @@ def account(kind: DelegateKind, parsed: bmo.BenchmarkOutput, info: ModelInfo,
     operators = len(info.operators)
     if reps:
         source = "replacing-line"
-        total = sum(r.total for r in reps) if all(r.total is not None for r in reps) else operators
+        total = sum(cast(int, r.total) for r in reps) if all(r.total is not None for r in reps) else operators
         delegated: int | None = sum(r.replaced for r in reps)
     elif parsed.node_types:
         source = "op-profile"

@@ -151,7 +151,8 @@ class Phone:
 
     def properties(self) -> dict[str, str]:
         if self._props is None:
-            res = self.transport.shell(self.select(), "getprop", timeout_s=30)
+            serial = self.select()  # first: with a configuration error there is no transport
+            res = self.transport.shell(serial, "getprop", timeout_s=30)
             self._props = parse_getprop(res.stdout)
         return self._props
 
@@ -170,7 +171,8 @@ class Phone:
         if not self._cpu_read:
             self._cpu_read = True
             try:
-                res = self.transport.shell(self.select(), "cat /proc/cpuinfo", timeout_s=15)
+                serial = self.select()
+                res = self.transport.shell(serial, "cat /proc/cpuinfo", timeout_s=15)
                 self._cpu = parse_cpuinfo(res.stdout) if res.returncode == 0 else None
             except DeviceError:
                 self._cpu = None
@@ -180,7 +182,8 @@ class Phone:
         """NNAPI drivers registered as AIDL services (Android 12+), the only list readable
         without running a model."""
         try:
-            res = self.transport.shell(self.select(), "service list", timeout_s=15)
+            serial = self.select()
+            res = self.transport.shell(serial, "service list", timeout_s=15)
         except DeviceError:
             return None
         names = re.findall(r"android\.hardware\.neuralnetworks\.IDevice/([^\s:\]]+)", res.stdout)

@@ -43,6 +43,7 @@ from qat_harness.devices.base import (
     Delegation,
     Device,
     DeviceOption,
+    ModelInputs,
     RunResult,
     TimingProtocol,
 )
@@ -159,9 +160,10 @@ class BenchmarkModelDevice(Device):
 
     # --- running ------------------------------------------------------------------------------
 
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         deadline = time.monotonic() + timeout_s
         serial = self._ready()
+        assert self.benchmark_model is not None  # _ready() raises when no binary is configured
         info = _single_input_model(model_path, self.name)
         tin = info.inputs[0]
         examples = _examples(np.asarray(inputs), tin)
@@ -194,6 +196,7 @@ class BenchmarkModelDevice(Device):
     def benchmark(self, models: dict[str, Path], sample, settings: BenchSettings) -> BenchResult:
         deadline = time.monotonic() + settings.timeout_s
         serial = self._ready()
+        assert self.benchmark_model is not None  # _ready() raises when no binary is configured
         labels = list(models)
         infos = {label: _single_input_model(models[label], self.name) for label in labels}
         run_dir = self.remote.new_run_dir()
@@ -203,6 +206,7 @@ class BenchmarkModelDevice(Device):
         min_secs = settings.min_seconds / invocations
         times: dict[str, list[float]] = {label: [] for label in labels}
         per_invocation: dict[str, list[dict]] = {label: [] for label in labels}
+        accelerators: list[str]
         first_ms, delegation, profiles, accelerators = {}, {}, {}, []
         try:
             self.remote.ensure_binary(Path(self.benchmark_model), deadline)
@@ -232,6 +236,7 @@ class BenchmarkModelDevice(Device):
                 results = self._invoke([invocation(l, False) for l in labels], deadline)
                 for label, (rc, text) in zip(labels, results):
                     parsed = tool.checked_output(rc, text, label, self.required_flags())
+                    assert parsed.inference_avg_us is not None  # checked_output: the run completed
                     times[label].append(parsed.inference_avg_us / 1000.0)
                     per_invocation[label].append(tool.aggregates(parsed))
         finally:

@@ -55,7 +55,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from qat_harness.core.child import signal_name
 from qat_harness.devices.base import Delegation, DeviceError
@@ -191,7 +191,7 @@ class CompilerReport:
 
     # A co-compilation prints one block per model: a single value stands for the run only
     # where every block agrees (e.g. the shared "remaining" cache), else it is None.
-    def _shared(self, field: str) -> object:
+    def _shared(self, field: str) -> Any:  # the type of the ``field`` of every model's block
         values = {getattr(m, field) for m in self.models}
         return values.pop() if len(values) == 1 else None
 

@@ -17,8 +17,6 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
-
 from qat_harness.core.child import run_child
 from qat_harness.devices.base import (
     Availability,
@@ -27,6 +25,7 @@ from qat_harness.devices.base import (
     Delegation,
     DeviceError,
     DeviceOption,
+    ModelInputs,
     Role,
     RunResult,
 )
@@ -106,6 +105,7 @@ class EdgeTpuDevice(LiteRTDevice):
             return ("no Coral Edge TPU found: no USB Accelerator (USB ids 1a6e:089a / 18d1:9302 in "
                     f"{etr.SYSFS_USB}) and no PCIe/M.2 Edge TPU ({etr.DEV_DIR}/apex_*); plug in the "
                     f"USB Accelerator, or {etr.PCIE_INSTALL}")
+        assert self.spec is not None  # probe() asks only when a device was named
         chosen = etr.select(devices, self.spec)
         if chosen is None:
             kinds = ", ".join(f"{d.kind} ({d.path})" for d in devices)
@@ -240,7 +240,7 @@ class EdgeTpuDevice(LiteRTDevice):
             return {"simulated": True, "executed_on": "host CPU (LiteRT, no delegate): SIMULATED Edge TPU"}
         return {"simulated": False, "executed_on": f"Edge TPU {self.spec} via {self.runtime}"}
 
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         self._ready()
         try:
             res = super().run(self._host_model(model_path), inputs, timeout_s)
@@ -258,8 +258,8 @@ class EdgeTpuDevice(LiteRTDevice):
             res = super().benchmark(host, sample, settings)
         except DeviceError as exc:
             raise self._translate(exc) from None
-        res.delegation = {label: self._mapping(p) for label, p in models.items()
-                          if self._mapping(p) is not None}
+        res.delegation = {label: mapping for label, p in models.items()
+                          if (mapping := self._mapping(p)) is not None}
         res.simulated = self.simulated
         res.details.update(self._label())
         res.details["first_invoke"] = ("host CPU first invoke (simulated: no model load into a TPU)"

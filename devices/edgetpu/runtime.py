@@ -120,7 +120,7 @@ class FoundDevice:
 def find_usb_devices(sysfs: Path | None = None) -> list[FoundDevice]:
     """Coral USB Accelerators seen in sysfs (Linux), with whether this user can open them."""
     root = sysfs or SYSFS_USB
-    found = []
+    found: list[FoundDevice] = []
     try:
         entries = sorted(root.iterdir())
     except OSError:

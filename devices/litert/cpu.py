@@ -105,7 +105,8 @@ def _op_counts(names: list[str]) -> dict[str, int]:
 
 
 def _save_inputs(path: Path, inputs: ModelInputs) -> None:
-    np.savez(path, **{f"in_{i}": x for i, x in enumerate(input_list(inputs))})
+    np.savez(path,  # numpy stub: **arrays read as allow_pickle
+             **{f"in_{i}": x for i, x in enumerate(input_list(inputs))})  # type: ignore[arg-type]
 
 
 def _explain_custom_ops(exc: DeviceError) -> DeviceError:
@@ -175,12 +176,12 @@ class NullDevice(Device):
     def probe(self) -> Availability:
         return Availability(True, "always available (runs nothing)")
 
-    def run(self, model_path: Path, inputs: np.ndarray, timeout_s: float = 300.0) -> RunResult:
+    def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         raise DeviceError("the null device runs nothing; use it for overhead only", kind="unsupported")
 
     def benchmark(self, models, sample, settings) -> BenchResult:
         import time
-        times = {k: [] for k in models}
+        times: dict[str, list[float]] = {k: [] for k in models}
         for _ in range(settings.min_runs):
             for k in models:
                 t0 = time.perf_counter()

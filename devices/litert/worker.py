@@ -8,6 +8,7 @@ Invoked as ``python -m qat_harness.devices.litert.worker request.json response.j
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def _interpreter_module():
 def make_interpreter(model_path: str, resolver: str, num_threads: int | None,
                      delegate: dict | None = None):
     litert, _ = _interpreter_module()
-    kwargs = {"model_path": model_path}
+    kwargs: dict[str, Any] = {"model_path": model_path}
     if num_threads:
         kwargs["num_threads"] = num_threads
     if resolver == "ref":
@@ -80,7 +81,7 @@ def run_batch(req: dict) -> dict:
         interp.invoke()
         rows.append([o[0] if o.shape[:1] == (1,) else o for o in get_outputs(interp)])
     outputs = {f"out_{k}": np.stack([row[k] for row in rows]) for k in range(len(rows[0]))} if rows else {}
-    np.savez(req["outputs"], **outputs)
+    np.savez(req["outputs"], **outputs)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
     return {"ok": True, "n": int(n), "ops": _ops_summary(interp)}
 
 

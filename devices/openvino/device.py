@@ -81,8 +81,9 @@ class OpenVinoDevice(Device):
             self.precision: str = normalize_precision(precision)
         except ValueError as exc:
             self.precision, self.option_error = str(precision), self.option_error or str(exc)
-        self.role = role_for(self.target)
-        self.runs_on_host = self.role is Role.HOST_CPU  # type: ignore[misc] - a fact of this instance's target
+        # facts of this instance's target, where other devices declare them for the class
+        self.role = role_for(self.target)  # type: ignore[misc]
+        self.runs_on_host = self.role is Role.HOST_CPU  # type: ignore[misc]
         self._runtime_facts: dict | None = None
 
     # --- availability ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -26,9 +27,10 @@ class TensorSpec:
     @classmethod
     def of(cls, t: TensorInfo) -> TensorSpec:
         per_tensor = t.scales is not None and len(t.scales) == 1
+        # zero points are set with the scales (tflite._tensor)
         return cls(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(int(d) for d in t.shape),
-                   scale=float(t.scales[0]) if per_tensor else None,
-                   zero_point=int(t.zero_points[0]) if per_tensor else None)
+                   scale=float(cast(list, t.scales)[0]) if per_tensor else None,
+                   zero_point=int(cast(list, t.zero_points)[0]) if per_tensor else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +86,7 @@ def to_model_dtype(values: np.ndarray, spec: TensorSpec) -> tuple[np.ndarray, st
     if np.issubdtype(values.dtype, np.floating) and spec.scale is not None:
         note = (f"OpenVINO returned {values.dtype}; requantized to {spec.dtype} with the .tflite "
                 f"output scale {spec.scale:.6g} and zero point {spec.zero_point}")
-        return quantize_input(values, spec.scale, spec.zero_point, spec.dtype.name), note
+        # a spec with a scale has its zero point (TensorSpec.of)
+        return quantize_input(values, spec.scale, cast(int, spec.zero_point), spec.dtype.name), note
     raise DeviceError(f"OpenVINO returned {values.dtype} for the model's {spec.dtype} output "
                       f"{spec.name!r} and it has no scale to requantize with", kind="failed")

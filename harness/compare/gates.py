@@ -62,6 +62,7 @@ class LatencyFinding:
                  Outcome.UNCHANGED: f"within the {self.tolerance:.0%} tolerance"}[self.outcome]
         if self.rule is LatencyRule.POINT:
             return f"median {self.change:+.0%} {where} (point estimate: no raw samples to judge the noise)"
+        assert self.ci_low is not None and self.ci_high is not None  # every rule but POINT has an interval
         noise = (f" (night-to-night noise of {self.noise_nights} earlier night pairs included)"
                  if self.rule is LatencyRule.INTERVAL_WITH_HISTORY else
                  f" (this night's noise only: fewer than {MIN_NOISE_PAIRS} earlier night pairs)")
@@ -83,6 +84,7 @@ class LatencyGate:
         if not interval.known:
             return self.judge_medians(float(_median(baseline_ms)), float(_median(current_ms)))
         low, high, rule, pairs = interval.low, interval.high, LatencyRule.INTERVAL, 0
+        assert low is not None and high is not None  # interval.known
         if night_to_night is not None and night_to_night.pairs >= MIN_NOISE_PAIRS:
             low, high = _widen(interval.estimate, low, high, night_to_night.sd_log_ratio, self.confidence)
             rule, pairs = LatencyRule.INTERVAL_WITH_HISTORY, night_to_night.pairs

@@ -50,6 +50,7 @@ def compare(workdir: Path, devices: dict, recipes=("int4-weight",), float_epochs
                       timeout_s)
     data = digits()
     x, y = data.x_eval, data.y_eval
+    assert y is not None  # the digits are labelled
     arms: list[Qat4Arm] = []
     float_top1: dict[str, np.ndarray] = {}
 
@@ -77,6 +78,7 @@ def compare(workdir: Path, devices: dict, recipes=("int4-weight",), float_epochs
             if not art.converted:
                 arms.append(Qat4Arm(f"{label} -> {recipe}", recipe, {}, {}, None, art.error))
                 continue
+            assert art.path is not None  # converted
             evaluate(label, recipe, art.path)
     return {"keras": built.get("keras", {}), "arms": arms, "n": len(y)}
 
@@ -217,7 +219,8 @@ def _child(req: dict) -> dict:
     # the weights QAT trained with (fake-quantized: on the 4-bit grid, which with a symmetric
     # narrow range is the recipe's own grid max|w|/7), into the BN-free float architecture
     latent = keras.models.clone_model(folded)
-    by_layer = {}
+    by_layer: dict[str, dict[str, np.ndarray]] = {}
+    got: dict[str, np.ndarray] | None
     for wrapper in qat.layers:
         weight_vars = getattr(wrapper, "_weight_vars", None)
         if not weight_vars:

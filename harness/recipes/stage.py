@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,6 +53,9 @@ from qat_harness.stats import (
     ratio_of_medians_ci,
     wilson_interval,
 )
+
+if TYPE_CHECKING:
+    from qat_harness.devices.device_set import DeviceSet
 
 
 # -- typed results -------------------------------------------------------------------------------
@@ -119,7 +123,8 @@ class RecipeResults:
 
 
 # -- the stage ---------------------------------------------------------------------------------------
-def kernel_devices(devices: dict[str, Device], num_threads: int, add_builtin: bool = True) -> dict[str, Device]:
+def kernel_devices(devices: dict[str, Device] | DeviceSet, num_threads: int,
+                   add_builtin: bool = True) -> dict[str, Device]:
     """The devices the recipes run on: every requested one but the overhead probe, plus the
     built-in kernels when a LiteRT device is there and they are not."""
     kernels = {n: d for n, d in devices.items() if d.role is not Role.OVERHEAD}
@@ -130,7 +135,7 @@ def kernel_devices(devices: dict[str, Device], num_threads: int, add_builtin: bo
     return kernels
 
 
-def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dict[str, Device],
+def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dict[str, Device] | DeviceSet,
                   eval_inputs: np.ndarray, workdir: Path, num_threads: int, *,
                   labels: np.ndarray | None = None, calibration: np.ndarray | None = None,
                   add_builtin: bool = True, timing: BenchSettings | None = None,
@@ -163,6 +168,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
                                                       f"{name} did not convert: {artifact.error}",
                                                       details={"recipe": name}))
             continue
+        assert artifact.path is not None  # converted
         info = tflite.inspect_model(artifact.path)
         rr.size_bytes = info.size_bytes
         rr.size_ratio = info.size_bytes / float_info.size_bytes

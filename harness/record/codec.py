@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from qat_harness.core.errors import UsageError
 from qat_harness.record.tree import RunReport
@@ -57,7 +57,7 @@ def dump(report: RunReport) -> str:
 def structure(cls: type[T], data: object) -> T:
     """Typed values from JSON-like data handed over by a child process or a device (fields the
     type does not have are left out). Raises ``ValueError`` on a value of the wrong type."""
-    return _adapter(cls).validate_python(data)
+    return _adapter(cast(type, cls)).validate_python(data)  # a type[T] is hashable, as every class
 
 
 def load(path: Path) -> RunReport:

@@ -16,6 +16,7 @@ whose output is a model output: their value is the model output's, not saved twi
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ def layer_outputs(req: dict) -> dict:
     with np.load(req["inputs"], allow_pickle=False) as npz:
         inputs = [npz[f"in_{i}"] for i in range(len(npz.files))]
 
+    tensors: list[Any]  # Keras symbolic tensors
     found, missing, tensors, output_layers = {}, [], [], []
     model_outputs = {id(t) for t in qat.outputs}
     for name in req["layers"]:
@@ -80,7 +82,7 @@ def layer_outputs(req: dict) -> dict:
     values = values if isinstance(values, list) else [values]
     arrays = {f"layer_{i}": np.asarray(v) for i, v in enumerate(values[:len(tensors)])}
     arrays.update({f"output_{j}": np.asarray(v) for j, v in enumerate(values[len(tensors):])})
-    np.savez(req["out"], **arrays)
+    np.savez(req["out"], **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
     return {"found": found, "missing": missing, "output_layers": output_layers}
 
 

@@ -186,7 +186,8 @@ def write_model_explorer(result, out_dir: Path) -> dict[str, Path]:
 
 
 def write_all(result, out_dir: Path) -> dict:
-    files = {"json": str(Path(out_dir) / "trace.json"), "markdown": str(write_markdown(result, out_dir))}
+    files: dict[str, str | Path] = {"json": str(Path(out_dir) / "trace.json"),
+                                    "markdown": str(write_markdown(result, out_dir))}
     plot = write_plot(result, out_dir)
     if plot:
         files["plot"] = str(plot)

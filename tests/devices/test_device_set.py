@@ -93,3 +93,10 @@ def test_an_oracle_made_on_demand_is_made_once_and_closed_with_the_set(monkeypat
     with DeviceSet.open(["null"]) as devices:
         assert devices.oracle() is devices.oracle() and len(made) == 1
     assert CLOSED == ["counting-oracle"]
+
+
+def test_the_set_is_a_mapping_of_the_usable_devices():
+    with DeviceSet.open(["counting", "null"]) as devices:
+        assert list(devices.keys()) == ["counting", "null"] and "null" in devices
+        assert [d.name for d in devices.values()] == ["counting", "null"]
+        assert devices.get("absent") is None
