@@ -59,9 +59,12 @@ def load_keras_file(path: Path):
         # The legacy .h5 and SavedModel loaders do not pass safe_mode on to the layers they
         # rebuild (a Lambda's bytecode ran): the scope makes every nested rebuild safe.
         with SafeModeScope(True):
-            return keras.models.load_model(str(path), compile=False, safe_mode=True)
+            model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
         raise UsageError(f"{path.name}: tf_keras cannot load it: {one_line(exc)}") from None
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"{path.name}: tf_keras loaded a {type(model).__name__}, not a Keras model")
+    return model
 
 
 def _stored_config(path: Path) -> dict | list:
@@ -110,6 +113,8 @@ def _saved_model_config(folder: Path) -> list:
     for node in meta.nodes:
         entry = _json(folder.name, f"metadata of {node.node_path!r}", node.metadata)
         (others if node.identifier == "_tf_keras_metric" else layers).append(entry)
+    if not layers:  # tf_keras would fall back to TensorFlow's own loader: no Keras model
+        raise UsageError(f"{folder.name}: its keras_metadata.pb describes no Keras model")
     # every node is checked; metrics are Keras objects but not layers
     return [*layers, {"metrics": others}]
 

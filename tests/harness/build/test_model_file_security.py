@@ -244,3 +244,16 @@ def test_a_saved_model_goes_through_the_cli_and_one_with_a_lambda_is_refused(use
     assert verdicts["C4-full-int"] == "PASS" and verdicts["C5-per-axis"] == "PASS"
     assert "Lambda layer" in report["models"][hostile.name]["error"]
     assert not canary.exists()
+
+
+def test_a_saved_model_whose_keras_metadata_lists_nothing_is_refused(files, tmp_path):
+    """tf_keras would hand such a folder to TensorFlow's generic loader."""
+    import shutil
+
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    folder = tmp_path / "no_keras_objects"
+    shutil.copytree(files.base("saved_model"), folder)
+    (folder / "keras_metadata.pb").write_bytes(saved_metadata_pb2.SavedMetadata().SerializeToString())
+    with pytest.raises(UsageError, match=r"^no_keras_objects: its keras_metadata\.pb describes no Keras model$"):
+        keras_loading.load_model(sources.parse_entry(str(folder)).request())
