@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from qat_harness.core.errors import UsageError
 from qat_harness.record.tree import RunReport
@@ -33,7 +33,7 @@ Json = dict
 
 
 @functools.cache
-def _adapter(cls: object) -> TypeAdapter:
+def _adapter(cls: Any) -> TypeAdapter:
     from pydantic import TypeAdapter
 
     from qat_harness import stats
