@@ -478,7 +478,7 @@ class UserModels:
         """(full-int8 with int8 io, float32) of ``two_input_two_output_model``: declared
         inputs (image [1,16,16,3], aux_features [1,4]) and outputs (scores [1,10], box [1,3]).
         The order in the .tflite (``MULTI_IO_ORDER``), as TF 2.21's ``from_keras_model``
-        writes it and tests/test_user_models_factory.py checks with core.tflite and LiteRT's
+        writes it and tests/scenarios/test_user_models_factory.py checks with core.tflite and LiteRT's
         signature runner. "Order" is the main subgraph's ``inputs``/``outputs`` lists, which is
         also LiteRT's get_input_details()/get_output_details() order:
 

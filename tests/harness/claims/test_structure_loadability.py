@@ -1,6 +1,6 @@
 """The structure claims (C1, C4, C5, M3) are judged once, with whether a device could load the
 file as one of their measurements: a file that parses but that no device loads never keeps a
-PASS (the end-to-end case: tests/test_own_models.py)."""
+PASS (the end-to-end case: tests/scenarios/test_own_models.py)."""
 from qat_harness import claims
 from qat_harness.claims import Loadability, StructureFacts
 from qat_harness.inspection import BnFoldCheck, FullIntegerCheck, PerAxisCheck

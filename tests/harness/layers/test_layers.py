@@ -23,7 +23,7 @@ from qat_harness.layers import report as layers_report
 from qat_harness.layers import stages
 from qat_harness.layers.tasks import available_probes
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[2]
 HANG_TIMEOUT_S = 25
 BUILTIN = ["conv2d_bn", "depthwise_conv2d_bn", "lstm", "layer_normalization", "subclassed_model"]
 USER = [f"probes_user_example:{f}" for f in

@@ -14,7 +14,7 @@ import pytest
 
 from qat_harness.devices.android import benchmark_output as bmo
 
-FOLDER = Path(__file__).parent / "fixtures" / "real" / "benchmark_model"
+FOLDER = Path(__file__).resolve().parents[2] / "fixtures" / "real" / "benchmark_model"
 MANIFEST = FOLDER / "manifest.json"
 TRANSCRIPTS = sorted(FOLDER.glob("*.txt")) if FOLDER.is_dir() else []
 _LEVEL = re.compile(r"^(?:INFO|WARN|WARNING|ERROR|FATAL|VERBOSE): ")

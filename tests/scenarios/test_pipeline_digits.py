@@ -125,7 +125,8 @@ def test_report_carries_the_same_claims_as_before_the_architecture_change(first_
     same report layout."""
     from pathlib import Path
 
-    before = json.loads((Path(__file__).parent / "fixtures" / "report_before_architecture_digits_cnn.json")
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    before = json.loads((fixtures / "report_before_architecture_digits_cnn.json")
                         .read_text())
     _, _, now = first_run
 

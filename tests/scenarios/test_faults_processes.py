@@ -271,7 +271,8 @@ sys.exit(cli.main(["nightly", "--out", sys.argv[1]]))
 def test_two_nightlies_at_once_never_share_a_run_folder(tmp_path, history):
     script = tmp_path / "nightly.py"
     script.write_text(NIGHTLY_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tests_folder = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": tests_folder + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "nightly"), str(i), history], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for p in procs:

@@ -13,7 +13,7 @@ from qat_harness.core.errors import UsageError
 from qat_harness.devices import registry
 from qat_harness.devices.base import Role
 
-PLUGINS = Path(__file__).parent / "plugins"
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 CLI = [sys.executable, "-c", "import sys; from qat_harness.cli import main; sys.exit(main())"]
 
 
