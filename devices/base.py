@@ -46,7 +46,7 @@ from qat_harness.core.timing import TimingProtocol
 
 __all__ = ["Availability", "BenchResult", "BenchSettings", "Delegation", "Device", "DeviceError",
            "DeviceOption", "ModelInputs", "Role", "RunResult", "TimingProtocol", "input_list",
-           "single_input"]
+           "load_inputs", "save_inputs", "single_input"]
 
 
 class Role(str, enum.Enum):
@@ -137,6 +137,19 @@ ModelInputs = np.ndarray | list[np.ndarray]
 
 def input_list(inputs: ModelInputs) -> list[np.ndarray]:
     return [np.asarray(x) for x in inputs] if isinstance(inputs, (list, tuple)) else [np.asarray(inputs)]
+
+
+def save_inputs(path: Path, inputs: ModelInputs) -> None:
+    """Inputs for a worker child: an .npz of ``in_0``, ``in_1``, ... one array per model input,
+    examples first (``load_inputs`` reads it back on the child's side)."""
+    np.savez(path,  # numpy stub: **arrays read as allow_pickle
+             **{f"in_{i}": x for i, x in enumerate(input_list(inputs))})  # type: ignore[arg-type]
+
+
+def load_inputs(path: str | Path) -> list[np.ndarray]:
+    """What ``save_inputs`` wrote, never unpickled."""
+    with np.load(path, allow_pickle=False) as npz:
+        return [npz[f"in_{i}"] for i in range(len(npz.files))]
 
 
 def single_input(inputs: ModelInputs, device: str) -> np.ndarray:

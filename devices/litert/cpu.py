@@ -23,7 +23,7 @@ from qat_harness.devices.base import (
     ModelInputs,
     Role,
     RunResult,
-    input_list,
+    save_inputs,
 )
 
 WORKER = "qat_harness.devices.litert.worker"
@@ -62,7 +62,7 @@ class LiteRTDevice(Device):
     def run(self, model_path: Path, inputs: ModelInputs, timeout_s: float = 300.0) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="qat-run-") as tmp:
             in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-            _save_inputs(in_path, inputs)
+            save_inputs(in_path, inputs)
             try:
                 resp = run_child(WORKER, self._request(mode="run", model=str(Path(model_path).resolve()),
                                                        inputs=str(in_path), outputs=str(out_path)),
@@ -79,7 +79,7 @@ class LiteRTDevice(Device):
             inputs = {}
             for label in models:
                 inputs[label] = str(Path(tmp) / f"{label}.npz")
-                _save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
+                save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
             req = self._request(mode="bench", models={k: str(Path(v).resolve()) for k, v in models.items()},
                                 inputs=inputs, warmup_runs=settings.warmup_runs,
                                 min_runs=settings.min_runs, min_seconds=settings.min_seconds,
@@ -102,11 +102,6 @@ def _op_counts(names: list[str]) -> dict[str, int]:
     for name in names:
         counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-def _save_inputs(path: Path, inputs: ModelInputs) -> None:
-    np.savez(path,  # numpy stub: **arrays read as allow_pickle
-             **{f"in_{i}": x for i, x in enumerate(input_list(inputs))})  # type: ignore[arg-type]
 
 
 def _explain_custom_ops(exc: DeviceError) -> DeviceError:

@@ -14,6 +14,7 @@ import numpy as np
 
 from qat_harness.core import timing
 from qat_harness.core.child import serve_once
+from qat_harness.devices.base import load_inputs
 
 
 def _interpreter_module():
@@ -61,12 +62,6 @@ def set_inputs(interp, example: list[np.ndarray]) -> None:
 
 def get_outputs(interp) -> list[np.ndarray]:
     return [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
-
-
-def load_inputs(path: str) -> list[np.ndarray]:
-    """The parent's .npz: ``in_0``, ``in_1``, ... one array per model input, examples first."""
-    with np.load(path, allow_pickle=False) as npz:
-        return [npz[f"in_{i}"] for i in range(len(npz.files))]
 
 
 def run_batch(req: dict) -> dict:

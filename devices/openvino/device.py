@@ -31,8 +31,8 @@ from qat_harness.devices.base import (
     ModelInputs,
     Role,
     RunResult,
+    save_inputs,
 )
-from qat_harness.devices.litert.cpu import _save_inputs
 from qat_harness.devices.openvino.targets import (
     PRECISIONS,
     TARGETS,
@@ -168,7 +168,7 @@ class OpenVinoDevice(Device):
         self._check_runnable()
         with tempfile.TemporaryDirectory(prefix="qat-openvino-") as tmp:
             in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-            _save_inputs(in_path, inputs)
+            save_inputs(in_path, inputs)
             resp = run_child(WORKER, {"mode": "run", **self._compile_request(self.num_threads),
                                       "model": str(Path(model_path).resolve()),
                                       "inputs": str(in_path), "outputs": str(out_path)}, timeout_s)
@@ -189,7 +189,7 @@ class OpenVinoDevice(Device):
             inputs = {}
             for label in models:
                 inputs[label] = str(Path(tmp) / f"{label}.npz")
-                _save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
+                save_inputs(Path(inputs[label]), sample[label] if isinstance(sample, dict) else sample)
             resp = run_child(WORKER, {"mode": "bench", **self._compile_request(settings.num_threads),
                                       "models": {k: str(Path(v).resolve()) for k, v in models.items()},
                                       "inputs": inputs, "warmup_runs": settings.warmup_runs,

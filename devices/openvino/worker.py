@@ -16,7 +16,7 @@ import numpy as np
 from qat_harness.core import timing
 from qat_harness.core.child import serve_once
 from qat_harness.core.errors import DeviceError
-from qat_harness.devices.litert.worker import load_inputs
+from qat_harness.devices.base import load_inputs
 from qat_harness.devices.openvino.model_io import ModelIO, example_feeds, read_model_io, to_model_dtype
 from qat_harness.devices.openvino.targets import device_family, is_listed
 

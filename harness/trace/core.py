@@ -62,7 +62,7 @@ from qat_harness.claims.tolerances import (
 from qat_harness.core import tflite
 from qat_harness.core.child import run_child
 from qat_harness.core.errors import DeviceError
-from qat_harness.devices.base import Device
+from qat_harness.devices.base import Device, save_inputs
 from qat_harness.trace import graph
 
 WORKER = "qat_harness.trace.worker"
@@ -123,7 +123,7 @@ class TraceResult:
 def _trace_child(model: Path, input_tensors: list[int], inputs: list[np.ndarray], resolver: str,
                  tensors: list[int], tmp: Path, tag: str, timeout_s: float) -> dict[int, np.ndarray]:
     in_path, out_path = tmp / f"{tag}-in.npz", tmp / f"{tag}-out.npz"
-    np.savez(in_path, **{f"in_{i}": x for i, x in enumerate(inputs)})
+    save_inputs(in_path, inputs)
     run_child(WORKER, {"model": str(Path(model).resolve()), "inputs": str(in_path),
                        "out": str(out_path), "resolver": resolver, "tensors": tensors}, timeout_s)
     with np.load(out_path, allow_pickle=False) as npz:

@@ -23,6 +23,7 @@ import numpy as np
 from qat_harness.core import keras2
 from qat_harness.core.child import serve_once
 from qat_harness.core.errors import UsageError
+from qat_harness.devices.base import load_inputs
 
 QUANT_PREFIX = "quant_"
 
@@ -56,8 +57,7 @@ def layer_outputs(req: dict) -> dict:
     model, _, _ = build_model(req["source"])
     qat = training.quantize(model)
     qat.load_weights(req["weights"])
-    with np.load(req["inputs"], allow_pickle=False) as npz:
-        inputs = [npz[f"in_{i}"] for i in range(len(npz.files))]
+    inputs = load_inputs(req["inputs"])
 
     tensors: list[Any]  # Keras symbolic tensors
     found, missing, tensors, output_layers = {}, [], [], []

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from qat_harness.core.child import serve_once
+from qat_harness.devices.base import load_inputs
 
 
 def _litert():
@@ -52,8 +53,7 @@ def op_outputs(interp) -> list[int]:
 
 def trace(req: dict) -> dict:
     interp = make_interpreter(req["model"], req.get("resolver", "ref"))
-    with np.load(req["inputs"], allow_pickle=False) as npz:
-        inputs = [npz[f"in_{i}"] for i in range(len(npz.files))]
+    inputs = load_inputs(req["inputs"])
     details = interp.get_input_details()
     if len(inputs) != len(details):
         raise ValueError(f"the model takes {len(details)} input(s), {len(inputs)} given")
