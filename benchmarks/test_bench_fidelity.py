@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qat_harness import crosscheck, stats
+from qat_harness import stats
 from qat_harness.build.cache import ArtifactCache
 from qat_harness.core.tflite import inspect_model
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuDevice
+from qat_harness.measure import crosscheck
 from qat_harness.preparation import DataOptions, prepare
 from qat_harness.sources import parse_models
 

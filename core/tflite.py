@@ -15,6 +15,7 @@ the 'TFL3' identifier, truncated, corrupt offsets or lengths, an absurd input sh
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import importlib.util
 import math
@@ -497,13 +498,19 @@ def describe_quantization(info: ModelInfo) -> list:
 
 
 # -- quantized tensors ------------------------------------------------------------------------
+def _unclipped(x, scale: float, zero_point: int):
+    """Float values -> the integers a quantized tensor would hold, before clipping (float64)."""
+    import numpy as np
+
+    return np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+
+
 def quantize_input(x, scale: float, zero_point: int, dtype: str = "int8"):
     """Float values -> the integer tensor a quantized model expects (round, shift, clip)."""
     import numpy as np
 
     info = np.iinfo(np.dtype(dtype))
-    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
+    return np.clip(_unclipped(x, scale, zero_point), info.min, info.max).astype(dtype)
 
 
 def dequantize(q, scale: float, zero_point: int):
@@ -513,20 +520,38 @@ def dequantize(q, scale: float, zero_point: int):
 
 
 QUANTIZED_INPUT_DTYPES = ("int8", "uint8", "int16")
+#: A value whose quantized integer lies within this many steps beyond the dtype's range is
+#: rounding at the end of a range, not saturation: [-1, 1] into 256 levels of 1/128 ends one
+#: step short of 1.0, so the brightest pixel of every image lands one step past the top.
+CLIP_SLACK_STEPS = 1
+#: Elements quantized at a time when counting clipped values (bounds the float64 copy).
+_CLIP_CHUNK = 1 << 20
 
 
 class InputMismatch(ValueError):
     """The data does not fit what a model input takes; the message is one line."""
 
 
+def is_native(dtype: str, quantized: bool, data_dtype) -> bool:
+    """Data of ``data_dtype`` is already in a quantized input's own format: integers of the
+    input's dtype, which the model takes as they are (re-quantizing them as if they were real
+    values saturates: uint8 pixels 0..255 read as reals are all beyond a [-1, 1] input)."""
+    import numpy as np
+
+    return quantized and dtype in QUANTIZED_INPUT_DTYPES and np.dtype(data_dtype) == np.dtype(dtype)
+
+
 def tensor_input(t: TensorInfo, x):
-    """Float (or integer) examples -> what one input tensor takes: quantized with the tensor's
-    own scale and zero point for int8 / uint8 / int16, float32 for float inputs, integer ids
-    as they are for an integer input without quantization. Anything else is an error, never
-    a silent cast that would feed the model wrong values."""
+    """Examples -> what one input tensor takes: integers of a quantized input's own dtype as
+    they are (its native format); other values quantized with the tensor's own scale and zero
+    point for int8 / uint8 / int16; float32 for float inputs; integer ids as they are for an
+    integer input without quantization. Anything else is an error, never a silent cast that
+    would feed the model wrong values."""
     import numpy as np
 
     x = np.asarray(x)
+    if is_native(t.dtype, bool(t.scales), x.dtype):
+        return x
     if t.dtype in QUANTIZED_INPUT_DTYPES and t.scales:
         return quantize_input(x, t.scales[0], cast(list, t.zero_points)[0], t.dtype)  # set with scales
     if t.dtype in ("float32", "float16"):
@@ -537,6 +562,87 @@ def tensor_input(t: TensorInfo, x):
                                 f"(ids), but the data is {x.dtype.name}")
         return x.astype(t.dtype)
     raise InputMismatch(f"input '{t.name}' takes {t.dtype}, which the harness cannot feed")
+
+
+class FeedScheme(str, enum.Enum):
+    """How a user's data reaches one model input."""
+    NATIVE = "native"          # integers of the quantized input's own dtype, fed as they are
+    QUANTIZED = "quantized"    # values quantized with the input's scale and zero point
+    FLOAT = "float"            # values as given, into a float input
+    IDS = "ids"                # integer ids, as given, into an integer input without quantization
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFeed:
+    """What one model input was fed: the data's dtype and value range as given, the scheme
+    that made the tensor of it, and the fraction of values quantization clipped (more than
+    ``CLIP_SLACK_STEPS`` steps beyond what the input represents)."""
+    input: str
+    dtype: str                      # of the data as given
+    low: float
+    high: float
+    scheme: FeedScheme
+    tensor_dtype: str
+    scale: float | None = None      # the input's quantization, when it has one
+    zero_point: int | None = None
+    clipped: float = 0.0
+
+    @property
+    def represents(self) -> tuple[float, float] | None:
+        """The real values the quantized input can take, or None."""
+        if self.scale is None or self.zero_point is None:
+            return None
+        return represented_range(self.tensor_dtype, self.scale, self.zero_point)
+
+    @property
+    def scheme_text(self) -> str:
+        if self.scheme is FeedScheme.NATIVE:
+            return f"native {self.tensor_dtype}, fed as given"
+        if self.scheme is FeedScheme.QUANTIZED:
+            return f"quantized to {self.tensor_dtype} (scale {self.scale:.6g}, zero point {self.zero_point})"
+        if self.scheme is FeedScheme.IDS:
+            return f"integer ids into {self.tensor_dtype}"
+        return f"as given into {self.tensor_dtype}"
+
+    def describe(self) -> str:
+        clipped = f", {self.clipped:.2%} clipped" if self.scheme is FeedScheme.QUANTIZED else ""
+        return f"input '{self.input}': {self.dtype} {self.low:.4g}..{self.high:.4g}, {self.scheme_text}{clipped}"
+
+
+def input_feed(name: str, dtype: str, scale: float | None, zero_point: int | None, arrays) -> InputFeed:
+    """How ``arrays`` (every example meant for one input, in one or more arrays) are fed to an
+    input of ``dtype`` quantized with ``scale`` and ``zero_point`` (None: not quantized), and
+    the fraction of their values that quantization clips. Scheme as ``tensor_input`` feeds."""
+    import numpy as np
+
+    arrays = [np.asarray(a) for a in arrays]
+    size = sum(a.size for a in arrays)
+    given = np.result_type(*arrays) if arrays else np.dtype("float32")
+    low = float(min(a.min() for a in arrays if a.size)) if size else 0.0
+    high = float(max(a.max() for a in arrays if a.size)) if size else 0.0
+    quantized = dtype in QUANTIZED_INPUT_DTYPES and scale is not None
+    if arrays and all(is_native(dtype, quantized, a.dtype) for a in arrays):
+        return InputFeed(name, given.name, low, high, FeedScheme.NATIVE, dtype, scale, zero_point)
+    if quantized:
+        assert scale is not None and zero_point is not None
+        return InputFeed(name, given.name, low, high, FeedScheme.QUANTIZED, dtype, scale, zero_point,
+                         _clipped(arrays, scale, zero_point, dtype) / size if size else 0.0)
+    scheme = FeedScheme.FLOAT if dtype in FLOAT_DTYPES else FeedScheme.IDS
+    return InputFeed(name, given.name, low, high, scheme, dtype)
+
+
+def _clipped(arrays, scale: float, zero_point: int, dtype: str) -> int:
+    """How many values quantize to more than ``CLIP_SLACK_STEPS`` beyond ``dtype``'s range."""
+    import numpy as np
+
+    info = np.iinfo(np.dtype(dtype))
+    count = 0
+    for array in arrays:
+        flat = array.reshape(-1)
+        for start in range(0, flat.size, _CLIP_CHUNK):
+            q = _unclipped(flat[start:start + _CLIP_CHUNK], scale, zero_point)
+            count += int(np.count_nonzero((q < info.min - CLIP_SLACK_STEPS) | (q > info.max + CLIP_SLACK_STEPS)))
+    return count
 
 
 def model_inputs(info: ModelInfo, x, names: list[str] | None = None):
@@ -566,12 +672,9 @@ def input_order(info: ModelInfo, names: list[str]) -> list[int]:
     return order if sorted(order) == list(range(len(names))) else list(range(len(names)))
 
 
-def float_range(t: TensorInfo) -> tuple[float, float] | None:
-    """The float values a quantized input can represent (None for a float input)."""
+def represented_range(dtype: str, scale: float, zero_point: int) -> tuple[float, float]:
+    """The real values an integer ``dtype`` quantized with ``scale`` and ``zero_point`` holds."""
     import numpy as np
 
-    if not t.scales or t.dtype not in QUANTIZED_INPUT_DTYPES:
-        return None
-    info = np.iinfo(np.dtype(t.dtype))
-    scale, zero = t.scales[0], cast(list, t.zero_points)[0]  # set with scales
-    return (scale * (info.min - zero), scale * (info.max - zero))
+    info = np.iinfo(np.dtype(dtype))
+    return scale * (info.min - zero_point), scale * (info.max - zero_point)

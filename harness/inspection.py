@@ -7,6 +7,12 @@ import dataclasses
 
 from qat_harness.core.tflite import CONV_OPS, DENSE_OPS, INTEGER_OK_DTYPES, WEIGHT_OPS, ModelInfo, OpInfo
 
+#: The io dtypes of a full-integer model: int8, or uint8 (the legacy uint8 scheme, and the
+#: converter's documented ``inference_input_type=tf.uint8`` output around an int8 body).
+INTEGER_IO_DTYPES = ("int8", "uint8")
+#: How many float op names a measured cell shows before "+N more" (the full list stays in the check).
+FLOAT_OPS_SHOWN = 5
+
 
 @dataclasses.dataclass(frozen=True)
 class FullIntegerCheck:
@@ -23,6 +29,12 @@ class FullIntegerCheck:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def float_ops_shown(self) -> list[str]:
+        """The first ``FLOAT_OPS_SHOWN`` float op names, then '+N more': a table cell's worth."""
+        shown = list(self.float_ops[:FLOAT_OPS_SHOWN])
+        rest = len(self.float_ops) - len(shown)
+        return shown + [f"+{rest} more"] if rest else shown
+
 
 @dataclasses.dataclass(frozen=True)
 class PerAxisCheck:
@@ -32,6 +44,7 @@ class PerAxisCheck:
     conv_other: int
     dense: dict
     reason: str
+    per_tensor_uint8: int = 0  # of conv_per_tensor: uint8 weights (the legacy scheme has no per-axis form)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,11 +73,13 @@ def full_integer_check(info: ModelInfo, require_int8_io: bool = True) -> FullInt
     - ``quantize_ops``: QUANTIZE ops that read a float tensor, i.e. a float -> int boundary.
       QUANTIZE int8 -> int8 (a requantization the converter inserts, e.g. right after the
       input or before a concat) is integer arithmetic: counted in ``requantize_ops`` only.
-    - With ``require_int8_io`` the model inputs and outputs must be int8. Without it, float io
-      is accepted together with the QUANTIZE that reads a model input and the DEQUANTIZE that
-      writes a model output (the "integer body, float interface" variant).
-    - Integer tensors other than int8/int32 (int16 activations, int64, bool, ...) do not fail
-      the check (they are integer), but they are listed in ``other_dtypes``.
+    - With ``require_int8_io`` the model inputs and outputs must be 8-bit integers: int8, or
+      uint8 (``INTEGER_IO_DTYPES``: a legacy uint8 model and the converter's uint8-io output are
+      full-integer too; the QUANTIZE uint8 <-> int8 at their edges reads no float). Without it,
+      float io is accepted together with the QUANTIZE that reads a model input and the
+      DEQUANTIZE that writes a model output (the "integer body, float interface" variant).
+    - Integer tensors other than int8/int32 (uint8, int16 activations, int64, bool, ...) do not
+      fail the check (they are integer), but they are listed in ``other_dtypes``.
     """
     io = {"inputs": [info.tensors[i].dtype for i in info.inputs],
           "outputs": [info.tensors[i].dtype for i in info.outputs]}
@@ -100,9 +115,9 @@ def full_integer_check(info: ModelInfo, require_int8_io: bool = True) -> FullInt
 
     problems = []
     if require_int8_io:
-        bad_io = [d for d in io["inputs"] + io["outputs"] if d != "int8"]
+        bad_io = [d for d in io["inputs"] + io["outputs"] if d not in INTEGER_IO_DTYPES]
         if bad_io:
-            problems.append(f"io is {io['inputs']} -> {io['outputs']}, not int8")
+            problems.append(f"io is {io['inputs']} -> {io['outputs']}, not int8 or uint8")
     if float_ops:
         problems.append(f"{len(float_ops)} float op(s): {_summary(float_ops)}")
     if dequant:
@@ -171,7 +186,7 @@ def per_axis_check(info: ModelInfo) -> PerAxisCheck:
     and is not held against the claim. No conv at all -> ok with zero counts (nothing to judge)."""
     rows = weight_granularity(info)
     conv = [r for r in rows if r["opcode"] in CONV_OPS]
-    good, per_tensor, bad = 0, 0, []
+    good, bad = 0, []
     for r in conv:
         if (r["granularity"] == "per-channel" and r["n_scales"] == r["out_channels"]
                 and r["quantized_dimension"] == r["expected_dimension"]):
@@ -179,9 +194,8 @@ def per_axis_check(info: ModelInfo) -> PerAxisCheck:
         elif r["granularity"] == "per-tensor" and r["out_channels"] == 1:
             good += 1
         else:
-            if r["granularity"] == "per-tensor":
-                per_tensor += 1
             bad.append(r)
+    per_tensor = [r for r in bad if r["granularity"] == "per-tensor"]
     dense = {"per-tensor": 0, "per-channel": 0, "float": 0, "none": 0}
     for r in rows:
         if r["opcode"] in DENSE_OPS:
@@ -190,17 +204,35 @@ def per_axis_check(info: ModelInfo) -> PerAxisCheck:
     dense_txt = ", ".join(f"{v} {k}" for k, v in dense.items() if v) or "none"
     if not conv:
         reason = f"no conv weights to judge; dense: {dense_txt}"
+    elif bad and len(per_tensor) == len(bad):
+        first = per_tensor[0]
+        reason = (f"per-tensor: {len(bad)} of {len(conv)} conv weight(s) have one scale for all their output "
+                  f"channels, e.g. op {first['op_index']} {first['opcode']}: {_weight_quantization(first)}; "
+                  f"dense: {dense_txt}")
     elif bad:
         first = bad[0]
-        reason = (f"{len(bad)} of {len(conv)} conv weight(s) not per-channel, e.g. op "
-                  f"{first['op_index']} {first['opcode']}: {first['granularity']}, "
-                  f"{first['n_scales']} scale(s) for {first['out_channels']} channels on axis "
-                  f"{first['quantized_dimension']} (expected {first['expected_dimension']}); "
+        some_per_tensor = f" ({len(per_tensor)} per-tensor)" if per_tensor else ""
+        reason = (f"{len(bad)} of {len(conv)} conv weight(s) not per-channel{some_per_tensor}, "
+                  f"e.g. op {first['op_index']} {first['opcode']}: {_weight_quantization(first)}; "
                   f"dense: {dense_txt}")
     else:
         reason = f"all {len(conv)} conv weight(s) per-channel on the output axis; dense: {dense_txt}"
-    return PerAxisCheck(ok=not bad, conv_per_channel=good, conv_per_tensor=per_tensor,
-                        conv_other=len(bad) - per_tensor, dense=dense, reason=reason)
+    return PerAxisCheck(ok=not bad, conv_per_channel=good, conv_per_tensor=len(per_tensor),
+                        conv_other=len(bad) - len(per_tensor), dense=dense, reason=reason,
+                        per_tensor_uint8=sum(1 for r in per_tensor if r["weight_dtype"] == "uint8"))
+
+
+def _weight_quantization(row: dict) -> str:
+    """How one weight_granularity row is quantized, in words."""
+    channels = f"{row['out_channels']} output channels"
+    if row["granularity"] == "float":
+        return f"{row['weight_dtype']} weights, not quantized"
+    if row["granularity"] == "none":
+        return "no quantized weight tensor"
+    if row["granularity"] == "per-tensor":
+        return f"{row['weight_dtype']} weights, 1 scale for {channels}"
+    return (f"{row['weight_dtype']} weights, {row['n_scales']} scales on axis {row['quantized_dimension']} "
+            f"for {channels} on axis {row['expected_dimension']}")
 
 
 # -- M3: BatchNorm folding --------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import cast
 
 from qat_harness.build.artifacts import QatKerasModel, build_artifacts, describe_model, get_artifacts
 from qat_harness.build.cache import ArtifactCache
+from qat_harness.claims import tolerances
 from qat_harness.core import tflite
 from qat_harness.core.errors import UsageError
 from qat_harness.models import datasets
@@ -28,11 +29,32 @@ class DataOptions:
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """One model input, as the data has to be made for it: per-example shape, the dtype of
-    the model's tensor and, for a quantized input, the float range it represents."""
+    the model's tensor and, for a quantized input, its scale and zero point."""
     name: str
     shape: tuple[int, ...]
     dtype: str
-    float_range: tuple[float, float] | None = None
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def float_range(self) -> tuple[float, float] | None:
+        """The real values a quantized input represents (None for any other input)."""
+        if self.scale is None or self.zero_point is None or self.dtype not in tflite.QUANTIZED_INPUT_DTYPES:
+            return None
+        return tflite.represented_range(self.dtype, self.scale, self.zero_point)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserData:
+    """A user's model's data, as ``user_data`` made it: the examples (each input in the real
+    values it stands for: an input given in its native integers is dequantized exactly, so
+    that every variant sees the same examples and quantizing back gives the very bytes given),
+    a line saying what they are, how each input of the model under test is fed, and the
+    warnings about it for the report."""
+    data: Dataset
+    note: str
+    feeds: list[tflite.InputFeed]
+    warnings: list[str]
 
 
 @dataclasses.dataclass
@@ -53,6 +75,7 @@ class PreparedModel:
     notes: list[str] = dataclasses.field(default_factory=list)
     input_names: list[str] | None = None  # a Keras model's inputs in the data's order
     qat_keras: QatKerasModel | None = None  # rebuilds the QAT Keras model (the trace's Keras stage)
+    feeds: list[tflite.InputFeed] | None = None  # how the user's data reaches each input; None: built here
 
 
 def prepare(source: ModelSource, data_opts: DataOptions, cache: ArtifactCache, workdir: Path,
@@ -107,14 +130,15 @@ def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
         variants["float"] = source.float_path
         _check_same_signature(infos["int8"], infos["float"], source)
     specs = [_spec_from_tensor(infos["int8"].tensor(i)) for i in infos["int8"].inputs]
-    data, note = user_data(specs, data_opts)
+    given = user_data(specs, data_opts, trains=False)  # nothing is trained on a .tflite
+    data = given.data
     skip = _accuracy_skip(data, has_float=source.float_path is not None)
     description = (f"user .tflite {source.path.name}"
                    + (f" with float reference {source.float_path.name}" if source.float_path else ""))
     config = {"source": source.kind.value, "path": str(source.path),
               "float_path": str(source.float_path) if source.float_path else None}
-    return PreparedModel(source.label, source, description, config, data, note, variants, "int8",
-                         {}, accuracy_skip=skip)
+    return PreparedModel(source.label, source, description, config, data, given.note, variants, "int8",
+                         {}, accuracy_skip=skip, notes=list(given.warnings), feeds=given.feeds)
 
 
 def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedModel:
@@ -129,8 +153,9 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                              "fixed input size)")
     if data_opts.dataset is None and factory_data is not None:
         data_opts = dataclasses.replace(data_opts, dataset=str(factory_data))
-    data, note = user_data(specs, data_opts)
     single_output = len(signature["outputs"]) == 1
+    given = user_data(specs, data_opts, trains=single_output)  # QAT fine-tunes a one-output model
+    data = given.data
     settings = TrainSettings()
     labelled_train = data.x_train is not None and data.y_train is not None
     plan = {"float_epochs": 0, "qat_epochs": 1 if labelled_train and single_output else 0,
@@ -139,7 +164,7 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
     identity = {"model": signature["model_digest"]}
     artifacts = build_artifacts(source.label, source.request(), identity, plan, data, True, cache,
                                 progress, timeout_s)
-    notes = list(signature.get("notes", []))
+    notes = list(signature.get("notes", [])) + given.warnings
     built = artifacts.metrics.get("model_digest")
     if built and built != signature["model_digest"]:
         notes.append(f"{source.label} gave another model (weights or architecture) each time it was "
@@ -149,47 +174,107 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
              SourceKind.FACTORY: "tf_keras model from a factory"}
     return PreparedModel(source.label, source, f"user {kinds[source.kind]} {source.label}",
                          {"source": source.kind.value, "path": str(source.path) if source.path else None,
-                          "ref": source.ref, "plan": plan}, data, note, dict(artifacts.files),
+                          "ref": source.ref, "plan": plan}, data, given.note, dict(artifacts.files),
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
                          _accuracy_skip(data, has_float=True), notes,
-                         signature.get("input_names") or None, artifacts.qat_keras)
+                         signature.get("input_names") or None, artifacts.qat_keras, given.feeds)
 
 
 # -- data -----------------------------------------------------------------------------------------
-def user_data(specs: list[InputSpec], opts: DataOptions) -> tuple[Dataset, str]:
+def user_data(specs: list[InputSpec], opts: DataOptions, trains: bool) -> UserData:
     """Evaluation data for a user's model: an image folder, an .npz, or seeded synthetic
-    inputs (size and latency only). Returns the data and a line saying what it is."""
+    inputs (size and latency only). A labelled data set is split only when it also trains
+    (``trains``: QAT fine-tunes on it); otherwise every example is evaluated. How each input
+    is fed is checked: quantization that clips more than ``tolerances.FEED_CLIP_REFUSE`` of
+    an input's values is refused in one line, more than ``FEED_CLIP_WARN`` is a warning."""
+    eval_fraction = datasets.TRAIN_EVAL_FRACTION if trains else 1.0
     if opts.dataset is None:
         if opts.labels:
             raise UsageError("--labels goes with --dataset (an image folder)")
         ranges = [s.float_range or ((0.0, 0.0) if s.dtype.startswith(("int", "uint")) else (0.0, 1.0))
                   for s in specs]
         data = datasets.synthetic_for([s.shape for s in specs], [s.dtype for s in specs], ranges)
-        return data, "synthetic inputs (no --dataset): size, latency and kernel agreement only"
+        return _fed(data, specs, "synthetic inputs (no --dataset): size, latency and kernel agreement only", None)
     path = Path(opts.dataset)
     if path.suffix.lower() == ".npz":
         if opts.labels or opts.preprocess:
             raise UsageError("--labels and --preprocess go with an image folder; an .npz holds the "
                              "model's inputs as they are")
-        data = datasets.npz(path, n_inputs=len(specs))
+        data = datasets.npz(path, n_inputs=len(specs), eval_fraction=eval_fraction)
         _check_shapes(data, specs, path)
-        return data, f"{data.name}: arrays as given"
+        return _fed(data, specs, f"{data.name}: arrays as given", path.name)
     if not path.is_dir():
         raise UsageError(f"dataset {path} is neither an image folder nor an .npz" if path.exists()
                          else f"dataset not found: {path} (an image folder or an .npz)")
-    if len(specs) != 1 or len(specs[0].shape) != 3 or specs[0].shape[-1] not in (1, 3):
-        raise UsageError(f"an image folder fits a model with one image input (HxWx1 or HxWx3); "
+    image = _image_input(specs)
+    if image is None:
+        raise UsageError(f"an image folder fits a model with one image input (HxW, HxWx1 or HxWx3); "
                          f"this model takes {[list(s.shape) for s in specs]}: give an .npz")
-    height, width, channels = specs[0].shape
-    scheme, why = _scheme(specs[0], opts.preprocess)
+    height, width, channels = image
+    spec = specs[0]
+    scheme, why = _scheme(spec, opts.preprocess)
+    native = scheme == "raw" and spec.dtype == "uint8" and spec.scale is not None
     labels = datasets.read_labels(Path(opts.labels)) if opts.labels else None
-    data = datasets.image_folder(path, (height, width), datasets.preprocess(scheme),
-                                 opts.limit_per_class, labels=labels, channels=channels)
-    return data, (f"{data.name}: images resized to {height}x{width}, preprocessing "
-                  f"{datasets.PREPROCESS[scheme][1]} ({why})"
-                  + (f", classes by {Path(cast(str, opts.labels)).name}" if labels
-                     else ", classes by sorted folder name"))
+    data = datasets.image_folder(path, (height, width),
+                                 datasets.pixel_bytes if native else datasets.preprocess(scheme),
+                                 opts.limit_per_class, eval_fraction, labels=labels, channels=channels,
+                                 channel_axis=len(spec.shape) == 3)
+    how = ("the pixels' own bytes, which the uint8 input takes as they are" if native
+           else datasets.PREPROCESS[scheme][1])
+    note = (f"{data.name}: {'grayscale ' if channels == 1 else ''}images resized to {height}x{width}, "
+            f"preprocessing {how} ({why})"
+            + (f", classes by {Path(cast(str, opts.labels)).name}" if labels else ", classes by sorted folder name"))
+    return _fed(data, specs, note, path.name)
+
+
+def _image_input(specs: list[InputSpec]) -> tuple[int, int, int] | None:
+    """(height, width, channels) of a model's one image input: HxW or HxWx1 (grayscale) or
+    HxWx3 (RGB); None when the model's inputs are not one image."""
+    if len(specs) != 1:
+        return None
+    shape = specs[0].shape
+    if len(shape) == 2:
+        return shape[0], shape[1], 1
+    if len(shape) == 3 and shape[-1] in (1, 3):
+        return shape[0], shape[1], shape[2]
+    return None
+
+
+def _fed(data: Dataset, specs: list[InputSpec], note: str, given: str | None) -> UserData:
+    """How ``data`` reaches each input (``tflite.input_feed``), checked against the clipping
+    tolerances; the data with every native input in the real values it stands for. ``given``:
+    the name of the user's data set (None for synthetic inputs), which the note then says how
+    it was fed."""
+    feeds = [tflite.input_feed(spec.name, spec.dtype, spec.scale, spec.zero_point, data.input_arrays(i))
+             for i, spec in enumerate(specs)]
+    warnings = []
+    for feed in feeds:
+        if feed.clipped > tolerances.FEED_CLIP_REFUSE:
+            raise UsageError(f"{given or 'the data'}: {_clipping(feed)}; give the data in that range "
+                             f"(or {feed.tensor_dtype} arrays, which the model takes as they are)")
+        if feed.clipped > tolerances.FEED_CLIP_WARN:
+            warnings.append(f"{_clipping(feed)} (more than the {tolerances.FEED_CLIP_WARN:.0%} tolerated)")
+    if given is not None:
+        how = feeds[0].scheme_text if len(feeds) == 1 else ", ".join(f"'{f.input}' {f.scheme_text}" for f in feeds)
+        note = f"{note}; {how}"
+
+    def real_values(index: int, array):
+        feed = feeds[index]
+        if feed.scheme is not tflite.FeedScheme.NATIVE:
+            return array
+        assert feed.scale is not None and feed.zero_point is not None  # a native feed is quantized
+        return tflite.dequantize(array, feed.scale, feed.zero_point)
+
+    native = any(feed.scheme is tflite.FeedScheme.NATIVE for feed in feeds)
+    return UserData(data.with_inputs(real_values) if native else data, note, feeds, warnings)
+
+
+def _clipping(feed: tflite.InputFeed) -> str:
+    low, high = cast(tuple[float, float], feed.represents)  # only a quantized feed clips
+    return (f"input '{feed.input}': {feed.clipped:.1%} of the values fed ({feed.dtype} {feed.low:.4g}.."
+            f"{feed.high:.4g}) lie beyond the {low:.4g}..{high:.4g} it represents ({feed.scheme_text}) "
+            "and are clipped")
 
 
 def _scheme(spec: InputSpec, given: str | None) -> tuple[str, str]:
@@ -212,7 +297,9 @@ def _check_shapes(data: Dataset, specs: list[InputSpec], path: Path) -> None:
 
 
 def _accuracy_skip(data: Dataset, has_float: bool) -> str | None:
-    if not has_float:
+    """Why no output-based claim means anything here. A file given alone is still evaluated:
+    its top-1 against the labels needs no float model (the claims that do say so themselves)."""
+    if not has_float and not data.labels_meaningful:
         return ("no float reference: give the float model as --float-model FLOAT.tflite or "
                 "--models int8.tflite=float.tflite")
     if data.name == "synthetic":
@@ -233,7 +320,9 @@ def _read(path: Path) -> tflite.ModelInfo:
 
 def _spec_from_tensor(t: tflite.TensorInfo) -> InputSpec:
     shape = tuple(int(d) for d in t.shape[1:]) if t.shape else ()
-    return InputSpec(t.name, shape, t.dtype, tflite.float_range(t))
+    if t.dtype in tflite.QUANTIZED_INPUT_DTYPES and t.scales:
+        return InputSpec(t.name, shape, t.dtype, t.scales[0], cast(list, t.zero_points)[0])  # set with scales
+    return InputSpec(t.name, shape, t.dtype)
 
 
 def _check_same_signature(int8: tflite.ModelInfo, flt: tflite.ModelInfo, source: ModelSource) -> None:

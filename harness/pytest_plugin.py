@@ -6,7 +6,10 @@ markers ``only_device("x")`` and ``skip_device("x", reason=...)`` narrow a test.
 come from ``--device-option NAME=VALUE`` (checked against what the chosen devices declare) and
 can be overridden per project by redefining the ``qat_device_options`` fixture. A device that
 was asked for and is absent stops the session at once with the reason (exit code 4), never a
-silently all-skipped green run. Probes are cached for the session.
+silently all-skipped green run. The requested devices are opened once for the session
+(``DeviceSet``) and closed at its end. The conformance run takes every option of
+``qat-harness run`` as ``--qat-<name>`` (``--qat-threads``, ``--qat-recipes``, ...), defined once
+for both in ``option_definitions``.
 
 This module is imported by every pytest run where qat-harness is installed, so it claims
 nothing of other projects: every fixture it defines is named ``qat_*`` (a project's own
@@ -18,42 +21,50 @@ unless a test asks for one: the harness's Keras 2 work runs in its own child pro
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-DEFAULT_DEVICE = "cpu"
+from qat_harness.option_definitions import (
+    PLUGIN_PREFIX,
+    Flag,
+    add_run_options,
+    dest,
+    device_names,
+    run_option_flags,
+    run_options,
+)
+
+if TYPE_CHECKING:
+    from qat_harness.options import RunOptions
+
 _probe_cache: dict[str, object] = {}
 
 
 GROUP = "qat-harness"
-# (the README's short name, argparse keywords); each option is also --qat-<short name>.
-OPTIONS = (
-    ("--device", dict(action="append", dest="qat_devices", default=None, metavar="NAME",
-                      help="device to run conformance tests on (repeatable; default: cpu). "
-                           "See `qat-harness devices`.")),
-    ("--device-option", dict(action="append", dest="qat_device_options", default=[], metavar="NAME=VALUE",
-                             help="an option of the chosen devices, e.g. serial=R58M123 (repeatable)")),
-    ("--conformance-models", dict(dest="qat_models", default="digits_cnn",
-                                  help="comma-separated models for the conformance tests: registry names, "
-                                       "int8.tflite[=float.tflite], Keras files, module:function "
-                                       "(default: digits_cnn)")),
-    ("--conformance-dataset", dict(dest="qat_dataset", default=None,
-                                   help="evaluation data for the conformance models: an image folder or an .npz")),
-    ("--conformance-labels", dict(dest="qat_labels", default=None,
-                                  help="class names, one per line, for an image-folder dataset")),
-    ("--strict-perf", dict(action="store_true", dest="qat_strict_perf",
-                           help="a FAIL of a latency claim (C2/C3) fails the test instead of xfail")),
+#: the plugin's own options, beside the run's (``option_definitions.RUN_OPTIONS``, as
+#: ``--qat-<name>``): device options as NAME=VALUE, and how a latency FAIL ends a test
+OWN_OPTIONS = (
+    Flag("--qat-device-option", dict(action="append", dest="qat_device_options", default=[], metavar="NAME=VALUE",
+                                     help="an option of the chosen devices, e.g. serial=R58M123 (repeatable)"),
+         short="--device-option"),
+    Flag("--qat-strict-perf", dict(action="store_true", dest="qat_strict_perf",
+                                   help="a FAIL of a latency claim (C2/C3) fails the test instead of xfail"),
+         short="--strict-perf"),
 )
 
 
-def _namespaced(short: str) -> str:
-    return "--qat-" + short.removeprefix("--")
+def _flags() -> list[Flag]:
+    return [*run_option_flags(PLUGIN_PREFIX), *OWN_OPTIONS]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "qat-harness device conformance")
-    for short, keywords in OPTIONS:
-        group.addoption(_namespaced(short), **keywords)
+    add_run_options(group.addoption, PLUGIN_PREFIX)
+    for flag in OWN_OPTIONS:
+        group.addoption(flag.name, **flag.keywords)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -64,19 +75,28 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     result = yield
     group = parser.getgroup(GROUP)
     free = object()
-    for short, keywords in OPTIONS:
-        if early_config.getoption(short, default=free) is not free:
+    for flag in _flags():
+        if flag.short is None or early_config.getoption(flag.short, default=free) is not free:
             continue   # the project's own option; ours stays reachable under its --qat- name
         try:
-            group.addoption(short, **{**keywords, "help": f"same as {_namespaced(short)}"})
+            group.addoption(flag.short, **{**flag.keywords, "help": f"same as {flag.name}"})
         except (argparse.ArgumentError, ValueError):
             continue   # taken by an option that declared no default
     return result
 
 
+def _value(config: pytest.Config) -> Callable[[str], Any]:
+    """The parsed value of a run option, by its key (``option_definitions.RUN_OPTIONS``)."""
+    return lambda key: config.getoption(dest(key, PLUGIN_PREFIX))
+
+
+def conformance_options(config: pytest.Config, out: Path, device_options: dict[str, dict]) -> RunOptions:
+    """The options of the session's conformance run, from the ``--qat-*`` run options."""
+    return run_options(_value(config), out, device_options)
+
+
 def requested_devices(config: pytest.Config) -> list[str]:
-    names = config.getoption("qat_devices", default=None) or [DEFAULT_DEVICE]
-    return list(dict.fromkeys(names))
+    return device_names(config.getoption(dest("devices", PLUGIN_PREFIX), default=None))
 
 
 def given_device_options(config: pytest.Config) -> dict[str, dict]:
@@ -107,7 +127,7 @@ def given_device_options(config: pytest.Config) -> dict[str, dict]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "only_device(name, ...): run this test only on these devices")
     config.addinivalue_line("markers", "skip_device(name, reason=''): never run this test on this device")
-    explicit = config.getoption("qat_devices", default=None)
+    explicit = config.getoption(dest("devices", PLUGIN_PREFIX), default=None)
     if explicit:
         options = given_device_options(config)
         for name in explicit:
@@ -118,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def probe_device(name: str, options: dict | None = None):
-    """Availability of a device, probed once per session."""
+    """Availability of a device, probed once (the fail-fast check of ``--device``)."""
     if name not in _probe_cache:
         from qat_harness.devices import registry
 
@@ -152,16 +172,27 @@ def qat_device_options(pytestconfig: pytest.Config) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def qat_device(qat_device_name: str, qat_device_options):
-    """The adapter for the device this test instance runs on."""
-    from qat_harness.devices import registry
+def qat_device_set(pytestconfig: pytest.Config, qat_device_options):
+    """The requested devices, opened once for the session and closed at its end
+    (``devices.device_set.DeviceSet``); an unusable one is left out, with its probe."""
+    from qat_harness.core.errors import UsageError
+    from qat_harness.devices.device_set import DeviceSet
 
-    availability = probe_device(qat_device_name, qat_device_options.get(qat_device_name, {}))
-    if not availability.available:
-        pytest.skip(f"{qat_device_name} not available: {availability.reason}")
-    dev = registry.create(qat_device_name, **qat_device_options.get(qat_device_name, {}))
-    yield dev
-    dev.close()
+    try:
+        devices = DeviceSet.open(requested_devices(pytestconfig), _value(pytestconfig)("threads"),
+                                 require_available=False, per_device_options=qat_device_options)
+    except UsageError as exc:
+        pytest.fail(f"qat-harness devices: {exc}", pytrace=False)
+    with devices:
+        yield devices
+
+
+@pytest.fixture(scope="session")
+def qat_device(qat_device_name: str, qat_device_set):
+    """The adapter for the device this test instance runs on."""
+    if qat_device_name not in qat_device_set:
+        pytest.skip(f"{qat_device_name} not available: {qat_device_set.unavailable()[qat_device_name]}")
+    return qat_device_set[qat_device_name]
 
 
 @pytest.fixture(scope="session")
@@ -172,10 +203,6 @@ def qat_device_role(qat_device_name: str):
     return registry.device_class(qat_device_name).role
 
 
-def _model_entries(config: pytest.Config) -> list[str]:
-    return [m.strip() for m in config.getoption("qat_models").split(",") if m.strip()]
-
-
 @pytest.fixture(scope="session")
 def qat_conformance_models(pytestconfig: pytest.Config) -> list[str]:
     """The models' names as the report gives them (a file's name for a file)."""
@@ -183,7 +210,7 @@ def qat_conformance_models(pytestconfig: pytest.Config) -> list[str]:
     from qat_harness.sources import parse_models
 
     try:
-        return [s.label for s in parse_models(_model_entries(pytestconfig))]
+        return [s.label for s in parse_models(pytestconfig.getoption(dest("models", PLUGIN_PREFIX)))]
     except UsageError as exc:
         raise pytest.UsageError(f"--conformance-models: {exc}") from None
 
@@ -193,13 +220,12 @@ def qat_conformance_report(tmp_path_factory, qat_conformance_models, pytestconfi
     """One conformance run over the selected models and every requested device, shared by
     the session's conformance tests; returns the run's report (``record.tree.RunReport``)."""
     from qat_harness import pipeline
+    from qat_harness.core.errors import UsageError
 
-    out = tmp_path_factory.mktemp("conformance")
-    opts = pipeline.RunOptions(models=_model_entries(pytestconfig),
-                               devices=requested_devices(pytestconfig), out=out, eval_limit=None,
-                               device_options=qat_device_options,
-                               dataset=pytestconfig.getoption("qat_dataset"),
-                               labels=pytestconfig.getoption("qat_labels"))
+    try:
+        opts = conformance_options(pytestconfig, tmp_path_factory.mktemp("conformance"), qat_device_options)
+    except UsageError as exc:
+        pytest.fail(f"qat-harness: {exc}", pytrace=False)
     report = pipeline.run(opts)
     if report.run.errors:
         pytest.fail("; ".join(f"{e.model}: {e.error}" for e in report.run.errors), pytrace=False)

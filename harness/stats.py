@@ -1,6 +1,6 @@
 """Statistics for measurements: latency summaries, a bootstrap interval for a ratio of
-medians, Wilson intervals for agreement rates (scipy does the work), and the distance between
-two quantized outputs in steps. Each returns a typed value with ``to_dict`` for the report."""
+medians, Wilson intervals for agreement rates (scipy does the work). Each returns a typed
+value with ``to_dict`` for the report."""
 from __future__ import annotations
 
 import dataclasses
@@ -56,14 +56,6 @@ class Proportion(_Serialisable):
     successes: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class StepDifference(_Serialisable):
-    """How far two quantized outputs of the same model are apart, in quantization steps."""
-    max_steps: int
-    mean_steps: float
-    fraction_exact: float
-
-
 def latency_summary(times_ms) -> LatencySummary:
     t = np.asarray(times_ms, dtype=float)
     if t.size == 0:
@@ -102,58 +94,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Proport
 
     low, high = wilson(int(successes), int(n), float(stats.norm.ppf(0.5 + confidence / 2)))
     return Proportion(successes / n, low, high, int(n), int(successes))
-
-
-def int8_step_difference(a: np.ndarray, b: np.ndarray) -> StepDifference:
-    d = np.abs(a.astype(np.int32) - b.astype(np.int32))
-    return StepDifference(max_steps=int(d.max()) if d.size else 0,
-                          mean_steps=float(d.mean()) if d.size else 0.0,
-                          fraction_exact=float(np.mean(d == 0)) if d.size else 1.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputDifference(_Serialisable):
-    """Two runs' values of one output tensor compared in that tensor's own domain: quantized
-    outputs in steps of their scale, float outputs as absolute / relative error, integer
-    class ids (an ArgMax output) as an equality rate. Never a float truncated to an integer
-    and called steps."""
-    output: str
-    domain: str                         # 'int8 steps' / 'uint8 steps' / 'int16 steps', 'float', 'ids'
-    fraction_exact: float
-    max_steps: int | None = None
-    mean_steps: float | None = None
-    max_abs: float | None = None
-    max_rel: float | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @property
-    def headline(self) -> str:
-        if self.max_steps is not None:
-            return f"max {self.max_steps} {self.domain}, {self.fraction_exact:.1%} identical"
-        if self.max_abs is not None:
-            return f"max abs {self.max_abs:.3g} (rel {self.max_rel:.3g}), {self.fraction_exact:.1%} identical"
-        return f"{self.fraction_exact:.1%} of ids equal"
-
-
-def output_difference(a: np.ndarray, b: np.ndarray, tensor) -> OutputDifference:
-    """``tensor`` is the output's ``core.tflite.TensorInfo`` (dtype and quantization)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"output {tensor.name}: shapes {list(a.shape)} and {list(b.shape)} differ")
-    exact = float(np.mean(a == b)) if a.size else 1.0
-    if tensor.scales and np.issubdtype(a.dtype, np.integer):
-        d = np.abs(a.astype(np.int64) - b.astype(np.int64))
-        return OutputDifference(tensor.name, f"{tensor.dtype} steps", exact,
-                                max_steps=int(d.max()) if d.size else 0,
-                                mean_steps=float(d.mean()) if d.size else 0.0)
-    if np.issubdtype(a.dtype, np.floating):
-        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-        scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-12)
-        return OutputDifference(tensor.name, "float", exact, max_abs=float(d.max()) if d.size else 0.0,
-                                max_rel=float(d.max() / scale) if d.size else 0.0)
-    return OutputDifference(tensor.name, "ids", exact)
 
 
 # -- block timing ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from qat_harness.core.files import regular_file
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
+#: The share of a labelled user data set kept for evaluation when the rest trains (QAT's
+#: fine-tune); data that trains nothing is evaluated whole (``eval_fraction=1.0``).
+TRAIN_EVAL_FRACTION = 0.5
 #: The most a user's data set may take in memory once read (the arrays used of an .npz, from
 #: their headers; an image folder's images as float32): checked before anything is read.
 MAX_DATASET_BYTES = 4 << 30
@@ -39,6 +43,21 @@ class Dataset:
     def n_classes(self) -> int:
         ys = [y for y in (self.y_train, self.y_eval) if y is not None]
         return int(max(int(y.max()) for y in ys) + 1) if ys else 0
+
+    def with_inputs(self, convert: Callable[[int, np.ndarray], np.ndarray]) -> Dataset:
+        """The same examples with each input array (input index, array) converted, training
+        and evaluation alike."""
+        def each(value):
+            if value is None:
+                return None
+            return [convert(i, a) for i, a in enumerate(value)] if isinstance(value, list) else convert(0, value)
+
+        return dataclasses.replace(self, x_train=each(self.x_train), x_eval=each(self.x_eval))
+
+    def input_arrays(self, index: int) -> list[np.ndarray]:
+        """Every example of input ``index``: the training array (if any) and the evaluation one."""
+        return [value[index] if isinstance(value, list) else value
+                for value in (self.x_train, self.x_eval) if value is not None]
 
     def digest(self) -> str:
         """sha256 of the arrays themselves (after selection, split and preprocessing) and of
@@ -114,6 +133,12 @@ def preprocess(scheme: str):
     if scheme not in PREPROCESS:
         raise UsageError(f"unknown --preprocess '{scheme}'; known: {', '.join(PREPROCESS)}")
     return PREPROCESS[scheme][0]
+
+
+def pixel_bytes(x: np.ndarray) -> np.ndarray:
+    """0..255 pixels as uint8, the form a uint8-input model takes them in as they are (8-bit
+    images are whole numbers already; a 16-bit one, scaled to 0..255, is rounded)."""
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 def scheme_for_range(low: float, high: float) -> str:
@@ -203,11 +228,16 @@ def _sixteen_bit(im, path: Path, size: tuple[int, int], channels: int) -> np.nda
 
 
 def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
-                 limit_per_class: int | None = None, eval_fraction: float = 0.5, seed: int = 0,
-                 labels: list[str] | None = None, channels: int = 3) -> Dataset:
+                 limit_per_class: int | None = None, eval_fraction: float = TRAIN_EVAL_FRACTION, seed: int = 0,
+                 labels: list[str] | None = None, channels: int = 3, channel_axis: bool = True) -> Dataset:
     """An ImageNet-style folder: one sub-folder per class, images inside. Class index: the
     labels file's line of the folder's name, or the sorted folder order (Keras' ImageNet order
-    when the folders are synset ids)."""
+    when the folders are synset ids). Examples are NxHxWxC, or NxHxW for a grayscale input
+    without a channel axis (``channel_axis=False``, ``channels=1``); float32 unless
+    ``preprocess_fn`` gives uint8 (``pixel_bytes``). ``eval_fraction`` of them (at least one)
+    are for evaluation, the rest for training."""
+    if not channel_axis and channels != 1:
+        raise ValueError("only a grayscale input (one channel) has no channel axis")
 
     root = Path(root)
     if not root.is_dir():
@@ -232,7 +262,10 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
         for f in files:
             xs.append(read_image(f, (height, width), channels))
             ys.append(index[cls])
-    x = preprocess_fn(np.stack(xs)).astype(np.float32)
+    x = np.asarray(preprocess_fn(np.stack(xs)))
+    x = x if x.dtype == np.uint8 else x.astype(np.float32)
+    if not channel_axis:
+        x = x[..., 0]
     y = np.asarray(ys, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     n_eval = max(1, int(len(x) * eval_fraction))
@@ -241,10 +274,12 @@ def image_folder(root: Path, image_size: int | tuple[int, int], preprocess_fn,
                    x[ev], y[ev])
 
 
-def npz(path: Path, n_inputs: int = 1, eval_fraction: float = 0.5, seed: int = 0) -> Dataset:
+def npz(path: Path, n_inputs: int = 1, eval_fraction: float = TRAIN_EVAL_FRACTION, seed: int = 0) -> Dataset:
     """An .npz with ``x`` (or ``x_0``, ``x_1``, ... for a model with several inputs) and an
     optional ``y`` of class indices. Only those arrays are read, each header checked first
-    (numbers, not Python objects; within ``MAX_DATASET_BYTES`` together); never unpickled."""
+    (numbers, not Python objects; within ``MAX_DATASET_BYTES`` together); never unpickled.
+    With ``y``, ``eval_fraction`` of the examples (at least one) are for evaluation and the
+    rest for training; without, every example is for evaluation."""
     path = regular_file(path, "dataset file")
     xs, y = _npz_arrays(path, n_inputs)
     n = len(xs[0])

@@ -7,7 +7,14 @@ claim id read back from a report is looked up with ``get``. A new claim is one c
 module of this package, one entry in ``REGISTRY`` and one row in CLAIMS.md."""
 from __future__ import annotations
 
-from qat_harness.claims.accuracy import Accuracy, Agreement, PairedAccuracy, TopOneAgreement
+from qat_harness.claims.accuracy import (
+    Accuracy,
+    Agreement,
+    Fidelity,
+    OutputFidelity,
+    PairedAccuracy,
+    TopOneAgreement,
+)
 from qat_harness.claims.base import ANY_DEVICE, NO_FLOAT_REFERENCE, Claim, Scope
 from qat_harness.claims.bitwidth import EightBitOnly, OtherWidthRecipe
 from qat_harness.claims.coverage import AllowListedLayers, Concat, KerasApi, Rnn, judge_layer_matrix
@@ -42,7 +49,7 @@ REGISTRY: dict[str, type[Claim]] = {c.id: c for c in (
     Size, CpuLatency, AcceleratorLatency, FullInteger, PerAxis, EightBitOnly,
     CrossKernelAgreement, ReferenceAgreement,
     KerasApi, AllowListedLayers, BatchNormFolding, Concat, Rnn,
-    Accuracy, Agreement,
+    Accuracy, Agreement, Fidelity,
 )}
 #: The guide's statement of every claim, by id (what reports print beside a verdict).
 TEXTS: dict[str, str] = {cid: c.text for cid, c in REGISTRY.items()}
@@ -64,8 +71,8 @@ def with_scope(scope: Scope) -> list[type[Claim]]:
 __all__ = [
     "ANY_DEVICE", "NO_FLOAT_REFERENCE", "REGISTRY", "TEXTS",
     "Accuracy", "AcceleratorLatency", "Agreement", "AllowListedLayers", "BatchNormFolding", "Ceiling",
-    "Claim", "Concat", "CpuLatency", "CrossKernelAgreement", "EightBitOnly", "FileSizes", "FullInteger",
-    "KerasApi", "KernelComparison", "KernelPair", "Loadability", "OtherWidthRecipe", "PairedAccuracy",
+    "Claim", "Concat", "CpuLatency", "CrossKernelAgreement", "EightBitOnly", "FileSizes", "Fidelity", "FullInteger",
+    "KerasApi", "KernelComparison", "KernelPair", "Loadability", "OtherWidthRecipe", "OutputFidelity", "PairedAccuracy",
     "PerAxis", "ReferenceAgreement", "Rnn", "Scope", "Size", "SpeedUp", "StructureFacts", "TopOneAgreement",
     "VersusReference", "ceiling", "get", "judge_layer_matrix", "judge_structure",
     "latency_claim", "with_scope",

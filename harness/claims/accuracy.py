@@ -40,6 +40,7 @@ class TopOneAgreement:
     ptq_vs_float: Proportion | None = None
     unit: str | None = None
     simulated: bool = False
+    degenerate: str | None = None       # why float's answers say nothing on these inputs
 
 
 class _AccuracyClaim(Claim):
@@ -109,6 +110,10 @@ class Agreement(_AccuracyClaim):
         interval clears the bar, and WARN 'too few examples' when n cannot show it at all."""
         wilson = m.int8_vs_float
         judged = judge_rate(wilson.successes, wilson.n, cls.PASS_AT, cls.WARN_AT)
+        if m.degenerate:  # agreeing on one answer for every input is not evidence
+            judged = dataclasses.replace(judged, verdict=Verdict.WARN.value,
+                                         reason=f"{judged.reason}; degenerate: the inputs do not exercise "
+                                                f"the model ({m.degenerate})")
         details: dict[str, Any] = {"wilson": wilson}
         if m.ptq_vs_float is not None:
             details["ptq_agreement"] = m.ptq_vs_float
@@ -117,3 +122,48 @@ class Agreement(_AccuracyClaim):
         rate = None if wilson.rate is None else round(wilson.rate, 4)
         return cls.result(model, device, Verdict(judged.verdict), rate,
                           f"int8 and float agree on {judged.reason}", simulated=m.simulated, details=details)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFidelity:
+    """Every output that is not class scores (a regression head, a box, a mask, a feature map),
+    the file under test against float on the same device, both as real values."""
+    outputs: tuple[Any, ...]          # measure.agreement.Fidelity, one per output
+    simulated: bool = False
+
+
+class Fidelity(_AccuracyClaim):
+    id = "A3-output-fidelity"
+    text = ("(implied) the int8 model's outputs that are not class scores stay close to float's "
+            "(a regression, a box, a mask: top-1 means nothing there).")
+    PASS_DB = 20.0    # error power at most 1% of the output's power
+    FAIL_DB = 10.0    # error power above 10% of it
+    expected = f"SQNR >= {PASS_DB:g} dB per output"
+
+    @classmethod
+    def judge(cls, model: str, device: str, m: OutputFidelity) -> ClaimResult:
+        """The worst output decides: PASS at an SQNR of at least 20 dB, FAIL below 10 dB, WARN
+        between; WARN 'degenerate' when float's output does not vary over the inputs."""
+        if not m.outputs:
+            return cls.skip(model, device, "every output is class scores or ids: A2 judges them")
+        rows, verdicts = [], []
+        for f in m.outputs:
+            d = f.difference
+            sqnr = d.sqnr_db if d.sqnr_db is not None else float("inf")
+            rows.append(f"'{f.role.name}' ({f.role.kind}): SQNR {sqnr:.1f} dB, max error "
+                        f"{d.max_rel:.2%} of its range")
+            if f.degenerate:
+                verdicts.append((Verdict.WARN, f"degenerate: the inputs do not exercise the model "
+                                               f"('{f.role.name}' is {f.degenerate})"))
+            elif sqnr >= cls.PASS_DB:
+                verdicts.append((Verdict.PASS, f"every output within {cls.PASS_DB:g} dB"))
+            elif sqnr < cls.FAIL_DB:
+                verdicts.append((Verdict.FAIL, f"'{f.role.name}' below {cls.FAIL_DB:g} dB"))
+            else:
+                verdicts.append((Verdict.WARN, f"'{f.role.name}' between {cls.FAIL_DB:g} and {cls.PASS_DB:g} dB"))
+        order = [Verdict.FAIL, Verdict.WARN, Verdict.PASS]
+        verdict, why = min(verdicts, key=lambda v: order.index(v[0]))
+        worst = min((f.difference.sqnr_db if f.difference.sqnr_db is not None else float("inf")) for f in m.outputs)
+        return cls.result(model, device, verdict, None if worst == float("inf") else round(worst, 2),
+                          f"{why}: " + "; ".join(rows), simulated=m.simulated,
+                          details={"outputs": [f.difference for f in m.outputs]})

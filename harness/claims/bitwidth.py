@@ -19,17 +19,20 @@ PROBE_MODEL = "bitwidth-probe"
 @dataclasses.dataclass(frozen=True)
 class OtherWidthRecipe:
     """A recipe of another bit width applied to a model: did it deploy (convert, load and
-    run without NaN on a LiteRT kernel), and how well on the kernel the report headlines."""
+    run without NaN on a LiteRT kernel), and how well on the kernel the report headlines.
+    ``bits`` is what its file stores (read from its tensors), or what it asked for when it was
+    refused; a recipe that ``quantized_nothing`` returned the float model and proves nothing."""
     model: str
     recipe: str
-    bits: str                                   # the recipe's label, e.g. 'INT4 weights'
+    bits: str                                   # e.g. 'W4Afp32' (from the file), 'W8A16 (asked)'
     converts: bool
     runs_on: list[str]                          # the kernels that ran it without NaN
     size_ratio: float | None
     agreement: float | None                     # top-1 agreement with float
     latency_ratio: float | None                 # median(recipe) / median(float)
     latency_ci: list[float | None] | None
-    error: str | None
+    error: str | None                           # refused, or why no kernel loads its file
+    quantized_nothing: bool = False
 
 
 class EightBitOnly(Claim):
@@ -73,12 +76,18 @@ class EightBitOnly(Claim):
     def judge_recipes(cls, model: str, recipes: Mapping[str, OtherWidthRecipe]) -> ClaimResult:
         """C6 against today's stack: FAIL (the claim is dated) when a recipe of another width
         deploys and stays accurate; WARN when one deploys but is not accurate; PASS when none
-        deploys; SKIP when none was tried. ``recipes``: by the name the reason uses."""
+        deploys; SKIP when none was tried or every one tried quantized nothing (its file is the
+        float model: no deployment path of any width). ``recipes``: by the name the reason uses."""
         expected = cls.EXPECTED_AGAINST_RECIPES
+        nothing = [f"{k} quantized nothing ({r.size_ratio:.2f}x float size)" if r.size_ratio is not None
+                   else f"{k} quantized nothing" for k, r in recipes.items() if r.quantized_nothing]
+        all_recipes = {"recipes": dict(recipes)}
+        recipes = {k: r for k, r in recipes.items() if not r.quantized_nothing}
         if not recipes:
-            return cls.result(model, ANY_DEVICE, Verdict.SKIP, None,
-                              "no recipe of another bit width was run (--recipes)",
-                              details={"recipes": {}}, expected=expected)
+            reason = ("no recipe of another bit width quantized anything: " + "; ".join(nothing) if nothing
+                      else "no recipe of another bit width was run (--recipes)")
+            return cls.result(model, ANY_DEVICE, Verdict.SKIP, None, reason, details=all_recipes, expected=expected)
+        not_counted = f"; not counted, the file is the float model: {', '.join(nothing)}" if nothing else ""
         deployed_accurate: list[str] = []
         deployed: list[str] = []
         refused: list[str] = []
@@ -87,8 +96,11 @@ class EightBitOnly(Claim):
                 refused.append(f"{key} ({r.bits}) refused: {r.error}")
             elif r.runs_on:
                 (deployed_accurate if (r.agreement or 0) >= cls.ACCURATE_AGREEMENT else deployed).append(key)
+            elif r.error:
+                refused.append(f"{key} ({r.bits}) converts, but {r.error}")
         measured = {k: ("refused" if not r.converts else "deploys" if r.runs_on else "converts, does not run")
                     for k, r in recipes.items()}
+        measured.update({k: "quantized nothing" for k, r in all_recipes["recipes"].items() if r.quantized_nothing})
 
         def describe(key: str) -> str:
             r = recipes[key]
@@ -117,6 +129,6 @@ class EightBitOnly(Claim):
         else:
             verdict = Verdict.PASS
             reason = "no other bit width deploys: " + ("; ".join(refused) or "converted files do not run")
-        return cls.result(model, ANY_DEVICE, verdict, measured, reason, expected=expected,
-                          details={"recipes": dict(recipes), "faster": faster, "slower": slower,
+        return cls.result(model, ANY_DEVICE, verdict, measured, reason + not_counted, expected=expected,
+                          details={**all_recipes, "faster": faster, "slower": slower,
                                    "accurate_agreement": cls.ACCURATE_AGREEMENT})

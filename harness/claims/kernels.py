@@ -12,7 +12,8 @@ from qat_harness.devices.base import Role
 from qat_harness.results import ClaimResult, Verdict
 
 if TYPE_CHECKING:
-    from qat_harness.stats import OutputDifference, Proportion
+    from qat_harness.measure.difference import OutputDifference
+    from qat_harness.stats import Proportion
 
 
 # -- K1 ----------------------------------------------------------------------------------------------
@@ -61,6 +62,21 @@ class CrossKernelAgreement(Claim):
         return odd + [n for n in _nan_odd(m) if n not in odd]
 
     @classmethod
+    def not_compared(cls, model: str, recipe: str, why: str) -> ClaimResult:
+        """SKIP: the recipe gave no file of its own to compare kernels on (refused, or its file
+        is the float model: it quantized nothing)."""
+        return cls.result(model, f"recipe:{recipe}", Verdict.SKIP, None, why, details={"recipe": recipe})
+
+    @staticmethod
+    def not_loaded(failed: dict[str, tuple[str, str]]) -> str:
+        """Why no kernel ran a file, one line: each distinct reason once (the kernel's own line,
+        e.g. ``conv.cc:390 ... (37 != 0)``, when LiteRT gave one), with the kernels that gave it."""
+        by_reason: dict[str, list[str]] = {}
+        for kernel, (kind, reason) in failed.items():
+            by_reason.setdefault(_kernel_line(reason) or f"{kind}: {_first_line(reason)}", []).append(kernel)
+        return "no kernel loads the file: " + "; ".join(f"{r} ({', '.join(k)})" for r, k in by_reason.items())
+
+    @classmethod
     def judge(cls, model: str, m: KernelComparison) -> ClaimResult:
         """A crash where other kernels run the file is a FAIL, a clean refusal a WARN."""
         names, pairs, device = m.kernels, m.pairs, f"recipe:{m.recipe}"
@@ -74,8 +90,8 @@ class CrossKernelAgreement(Claim):
                                    "odd": odd, "failed": failed, "classes_predicted": dict(m.classes_predicted)}
         measured = {f"{p.a}~{p.b}": round(p.agreement.rate or 0.0, 4) for p in pairs}
         if not names:
-            reason = "no kernel ran the file: " + "; ".join(f"{k}: {r}" for k, r in failed.items())
-            return cls.result(model, device, Verdict.ERROR, measured, reason[:600], details=details)
+            return cls.result(model, device, Verdict.ERROR, measured, f"{m.recipe}: {cls.not_loaded(m.failed)}"[:600],
+                              details=details)
         parts: list[str] = []
         verdict = Verdict.PASS
         if bad or nan_odd:
@@ -119,6 +135,25 @@ class CrossKernelAgreement(Claim):
         return cls.result(model, device, verdict, measured, reason, details=details)
 
 
+#: A LiteRT kernel's check that failed: 'tflite/kernels/conv.cc:390 <condition> (37 != 0)', and the
+#: node it stopped at ('Node number 0 (CONV_2D) failed to prepare').
+_KERNEL_CHECK = re.compile(r"([\w./-]+\.cc:\d+ .*?)(?=Node number|$)")
+_KERNEL_NODE = re.compile(r"Node number \d+ \([^)]*\) failed to \w+")
+
+
+def _kernel_line(reason: str) -> str | None:
+    text = " ".join(str(reason).split())
+    check = _KERNEL_CHECK.search(text)
+    if check is None:
+        return None
+    node = _KERNEL_NODE.search(text)
+    return check.group(1).strip() + (f"; {node.group(0)}" if node else "")
+
+
+def _first_line(reason: str) -> str:
+    return next((line.strip() for line in str(reason).splitlines() if line.strip()), "no reason given")[:200]
+
+
 def _nan_odd(m: KernelComparison) -> list[str]:
     return [n for n in m.nan_kernels if len(m.nan_kernels) < len(m.kernels)]
 
@@ -145,7 +180,7 @@ def _fmt(v: float | None) -> str:
 @dataclasses.dataclass(frozen=True)
 class VersusReference:
     """The int8 model under test on one device against the same inputs on LiteRT's reference
-    kernels: one difference per output, each in its own domain (``stats.output_difference``)."""
+    kernels: one difference per output, each in its own domain (``measure.difference.output_difference``)."""
     role: Role
     differences: tuple[OutputDifference, ...] = ()
     not_run: str | None = None          # why the device has no outputs of the model under test

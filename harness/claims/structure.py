@@ -1,6 +1,7 @@
 """The claims read from the .tflite flatbuffer (C1 size, C4 full integer, C5 per-axis, M3
 BatchNorm folding), judged once it is known whether any device could load the file: a file
-that parses but that no device loads is not a deployable model, so it never keeps a PASS."""
+that parses but that no device loads is not a deployable model, so it never keeps a PASS.
+A float file (its scheme read from the file says so) has nothing 8-bit to judge: all four SKIP."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qat_harness.claims.base import ANY_DEVICE, NO_FLOAT_REFERENCE, Claim, Scope
+from qat_harness.measure.scheme import QuantScheme
 from qat_harness.results import ClaimResult, Verdict
+from qat_harness.variants import Variant
 
 if TYPE_CHECKING:
     from qat_harness.claims.layer_matrix import LayerMatrix
@@ -56,10 +59,19 @@ class StructureFacts:
     bn_fold: BnFoldCheck | None = None
     custom_ops: tuple[str, ...] = ()             # 'CUSTOM:name' ops: a compiled model
     has_batchnorm: bool | None = None            # None: the source model is unknown
+    scheme: QuantScheme | None = None            # read from the file under test; None: not read
 
     @property
     def label(self) -> str:
-        return "QAT int8" if self.variant == "qat_int8" else "int8"
+        return file_label(self.variant, self.scheme)
+
+
+def file_label(variant: str, scheme: QuantScheme | None) -> str:
+    """The file under test as a reason names it: its variant ('QAT int8', 'int8') when it is the
+    int8 file the variant promises, else the scheme read from it ('uint8', 'dynamic-range')."""
+    if scheme is not None and scheme is not QuantScheme.INT8:
+        return scheme.label
+    return Variant(variant).label
 
 
 class _FileClaim(Claim):
@@ -104,15 +116,17 @@ class Size(_FileClaim):
 class FullInteger(_FileClaim):
     id = "C4-full-int"
     text = "The converter can produce full-integer models."
-    expected = "all ops and tensors int8/int32, int8 input and output"
+    expected = "all ops and tensors integer (int8 or uint8, int32 biases), int8 or uint8 input and output"
 
     @classmethod
     def judge(cls, model: str, check: FullIntegerCheck, variant: str = "qat_int8",
-              loadability: Loadability = Loadability()) -> ClaimResult:
+              loadability: Loadability = Loadability(), scheme: QuantScheme | None = None) -> ClaimResult:
+        """The measured cell shows the first float ops; ``details['check']`` keeps them all."""
         verdict = Verdict.PASS if check.ok else Verdict.FAIL
-        return cls.deployable(cls.result(model, ANY_DEVICE, verdict,
-                                         {"io": check.io_dtypes, "float_ops": check.float_ops},
-                                         f"{variant}: {check.reason}", details={"check": check, "variant": variant}),
+        measured = {"io": check.io_dtypes, "float_ops": check.float_ops_shown()}
+        return cls.deployable(cls.result(model, ANY_DEVICE, verdict, measured,
+                                         f"{file_label(variant, scheme)}: {check.reason}",
+                                         details={"check": check, "variant": variant, "scheme": scheme}),
                               loadability)
 
 
@@ -120,17 +134,25 @@ class PerAxis(_FileClaim):
     id = "C5-per-axis"
     text = "Per-axis quantization for convolutional layers, not per-tensor."
     expected = "conv/depthwise weights: one scale per output channel"
+    UINT8_PER_TENSOR = ("uint8 weights have no per-axis form (TFLite quantizes per axis in int8 only): "
+                        "the legacy uint8 scheme is per-tensor by its own spec")
 
     @classmethod
     def judge(cls, model: str, check: PerAxisCheck, variant: str = "qat_int8",
-              loadability: Loadability = Loadability()) -> ClaimResult:
-        verdict = Verdict.PASS if check.ok else Verdict.FAIL
-        if check.ok and not check.conv_per_channel:
-            verdict = Verdict.SKIP
+              loadability: Loadability = Loadability(), scheme: QuantScheme | None = None) -> ClaimResult:
+        """A per-tensor conv FAILs the claim, but WARNs when every per-tensor weight is uint8:
+        such a file follows the older spec, which has no per-axis form to ask of it."""
+        reason = f"{file_label(variant, scheme)}: {check.reason}"
+        if check.ok:
+            verdict = Verdict.PASS if check.conv_per_channel else Verdict.SKIP
+        elif check.conv_other == 0 and check.conv_per_tensor == check.per_tensor_uint8:
+            verdict, reason = Verdict.WARN, f"{reason}; {cls.UINT8_PER_TENSOR}"
+        else:
+            verdict = Verdict.FAIL
         measured = {"conv_per_channel": check.conv_per_channel, "conv_per_tensor": check.conv_per_tensor,
                     "dense": check.dense}
-        return cls.deployable(cls.result(model, ANY_DEVICE, verdict, measured, f"{variant}: {check.reason}",
-                                         details={"variant": variant}), loadability)
+        return cls.deployable(cls.result(model, ANY_DEVICE, verdict, measured, reason,
+                                         details={"variant": variant, "scheme": scheme}), loadability)
 
 
 class BatchNormFolding(_FileClaim):
@@ -192,6 +214,8 @@ STRUCTURE = (Size, FullInteger, PerAxis, BatchNormFolding)
 
 def judge_structure(model: str, facts: StructureFacts, loadability: Loadability) -> list[ClaimResult]:
     """C1, C4, C5 and M3 of one model, from what inspection read and how the devices fared."""
+    if facts.scheme is not None and facts.scheme.is_float:
+        return _float_file(model, facts.scheme)
     label = facts.label
     if facts.sizes is not None:
         results = [Size.judge(model, facts.sizes, label, loadability)]
@@ -206,6 +230,15 @@ def judge_structure(model: str, facts: StructureFacts, loadability: Loadability)
         return results + [c.skip(model, ANY_DEVICE, why) for c in STRUCTURE[1:]]
     if facts.full_integer is None or facts.per_axis is None or facts.bn_fold is None:
         return results + [c.error(model, ANY_DEVICE, f"no {label} model to inspect") for c in STRUCTURE[1:]]
-    return results + [FullInteger.judge(model, facts.full_integer, facts.variant, loadability),
-                      PerAxis.judge(model, facts.per_axis, facts.variant, loadability),
+    return results + [FullInteger.judge(model, facts.full_integer, facts.variant, loadability, facts.scheme),
+                      PerAxis.judge(model, facts.per_axis, facts.variant, loadability, facts.scheme),
                       BatchNormFolding.judge(model, facts.bn_fold, facts.has_batchnorm, loadability)]
+
+
+def _float_file(model: str, scheme: QuantScheme) -> list[ClaimResult]:
+    """The structure claims of a file that computes in float: each SKIPs, saying so."""
+    file = scheme.file_phrase
+    return [Size.skip(model, ANY_DEVICE, f"{file}: no 8-bit weights, so no 8-bit size to compare with float"),
+            FullInteger.skip(model, ANY_DEVICE, f"{file}: no integer ops to check"),
+            PerAxis.skip(model, ANY_DEVICE, f"{file}: no integer weights to check"),
+            BatchNormFolding.skip(model, ANY_DEVICE, f"{file}: BatchNorm folding is judged on a quantized file")]

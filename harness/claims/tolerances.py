@@ -15,3 +15,16 @@ TRACE_JUMP_FACTOR = 2.0
 #: An op clipping float values by more than this many steps of its scale is blamed for an
 #: error that first shows, over the bulk of the values, downstream.
 TRACE_CLIP_BLAME_STEPS = 16.0
+#: A quantization culprit whose float range reaches more than this many times its bulk's is
+#: said to be crushed by outliers.
+TRACE_OUTLIER_RATIO = 20.0
+#: Where the reference kernels and a device both depart from float at one op, the device is
+#: named when its own error against float is less than the reference kernels' divided by this.
+TRACE_ODD_ONE_OUT_FACTOR = 2.0
+
+#: A user's data quantized into a model input: more than this fraction of an input's values
+#: clipped (beyond what the input represents) is a warning naming the input and the fraction...
+FEED_CLIP_WARN = 0.01
+#: ...and more than this is refused in one line: the model would see mostly saturated inputs
+#: (raw 0..255 pixels quantized into a [-1, 1] input clip all but the darkest).
+FEED_CLIP_REFUSE = 0.5

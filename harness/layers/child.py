@@ -23,8 +23,21 @@ import time
 import warnings
 from pathlib import Path
 
+from qat_harness.claims.layer_matrix import Cell
 from qat_harness.core import keras2
 from qat_harness.core.child import serve_lines
+from qat_harness.layers.protocol import (
+    BUILTIN,
+    USER,
+    Documentation,
+    FloatModel,
+    FloatModelFiles,
+    ProbeFiles,
+    ProbeLayer,
+    ProbeRequest,
+    ProbeResult,
+)
+from qat_harness.results import Verdict
 
 SEED = 0
 TRAIN_LR = 1e-3
@@ -68,7 +81,7 @@ def _qat_refusal(exc: BaseException) -> str:
 
 
 # -- probe loading ------------------------------------------------------------------------------
-def load_probe(req: dict):
+def load_probe(req: ProbeRequest):
     """(model, quantize_configs, layer label, int_high) for a built-in or user probe.
 
     A user probe is ``module:function`` (``qat-harness layers --probe my_probes:make``). The
@@ -95,9 +108,9 @@ def load_probe(req: dict):
     the signal or the timeout)."""
     import tf_keras as keras
 
-    if req["kind"] == "builtin":
+    if req.kind == BUILTIN:
         from qat_harness.models.probes import PROBES
-        probe = PROBES[req["probe"]]
+        probe = PROBES[req.ref]
         try:
             model = probe.build()
         except Exception as exc:  # noqa: BLE001
@@ -105,19 +118,19 @@ def load_probe(req: dict):
         return model, {}, probe.layer, probe.int_high
     from qat_harness.build.keras_loading import call_user_function
 
-    func, returned = call_user_function(req["ref"], ProbeBuildError)
+    func, returned = call_user_function(req.ref, ProbeBuildError)
     configs = getattr(func, "quantize_configs", None)
     model = returned
     if isinstance(returned, tuple):
         if len(returned) != 2:
-            raise ProbeBuildError(f"{req['ref']} returned a tuple of {len(returned)}; "
+            raise ProbeBuildError(f"{req.ref} returned a tuple of {len(returned)}; "
                                   "expected a model or (model, quantize_configs)")
         model, configs = returned
     if not isinstance(model, keras.Model):
-        raise ProbeBuildError(f"{req['ref']} returned {type(model).__name__}, not a tf_keras model "
+        raise ProbeBuildError(f"{req.ref} returned {type(model).__name__}, not a tf_keras model "
                               "(build it with `import tf_keras as keras`)")
     label = getattr(func, "probe_layer", None) or _last_layer(model)
-    return model, _normalise_configs(configs, req["ref"]), label, getattr(func, "int_high", None)
+    return model, _normalise_configs(configs, req.ref), label, getattr(func, "int_high", None)
 
 
 def _all_layers(model) -> list:
@@ -239,95 +252,98 @@ def train_one_step(qat, x) -> float:
     return float(hist.history["loss"][-1])
 
 
-def run_probe(req: dict, emit) -> dict:
+def run_probe(req: ProbeRequest, emit) -> ProbeResult:
     import tf_keras as keras
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(SEED)
-    workdir = Path(req["workdir"])
+    workdir = Path(req.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"stages": {}, "timings": {}, "files": {}}
+    result = ProbeResult()
 
     emit({"event": "stage", "stage": "qat"})
     t0 = time.perf_counter()
     try:
         model, configs, label, int_high = load_probe(req)
     except ProbeBuildError as exc:
-        result["stages"]["qat"] = {"verdict": "ERROR", "reason": str(exc)}
+        result.stages["qat"] = Cell(Verdict.ERROR, str(exc))
         return result
-    result["layer"] = label
+    result.layer = label
     _qat_and_convert(req, emit, workdir, result, model, configs, int_high, t0)
-    if req.get("float_model"):
+    if req.float_model:
         # After the int8 stages, which therefore never depend on the flag; QAT works on a
         # clone, so ``model`` still holds the untouched float weights here.
         emit({"event": "stage", "stage": "float"})
-        result["float"] = write_float_model(model, label, workdir, req.get("n_examples", 16), int_high)
+        result.float_model = write_float_model(model, label, workdir, req.n_examples, int_high)
     return result
 
 
-def _qat_and_convert(req: dict, emit, workdir: Path, result: dict, model, configs: dict,
+def _single_io(model) -> bool:
+    return len(getattr(model, "inputs", None) or [None]) == 1 and \
+        len(getattr(model, "outputs", None) or [None]) == 1
+
+
+def _qat_and_convert(req: ProbeRequest, emit, workdir: Path, result: ProbeResult, model, configs: dict,
                      int_high: int | None, t0: float) -> None:
     """The ``qat`` and ``convert`` stages; fills ``result`` (stages, files, timings)."""
     import numpy as np
 
     from qat_harness.build.convert import ConversionError, to_tflite
 
-    stages = result["stages"]
+    stages = result.stages
     try:
         from qat_harness.build import tfmot_registry
-        result["documented"] = tfmot_registry.document_model(model, configs)
+        from qat_harness.record.codec import structure
+        result.documented = structure(Documentation, tfmot_registry.document_model(model, configs))
     except Exception as exc:  # noqa: BLE001 - a registry we cannot read documents nothing
-        result["documented"] = {"status": "unknown", "summary": f"registry not readable: {_line(exc)}"}
-    result["has_batchnorm"] = any("BatchNormalization" in type(l).__name__
-                                  for l in _all_layers(model))
-    result["single_io"] = len(getattr(model, "inputs", None) or [None]) == 1 and \
-        len(getattr(model, "outputs", None) or [None]) == 1
+        result.documented = Documentation("unknown", summary=f"registry not readable: {_line(exc)}")
+    result.has_batchnorm = any("BatchNormalization" in type(l).__name__ for l in _all_layers(model))
+    result.single_io = _single_io(model)
     try:
-        qat, notes = quantize(model, configs, user=req["kind"] == "user")
+        qat, notes = quantize(model, configs, user=req.kind == USER)
     except Exception as exc:  # noqa: BLE001 - tfmot refusing the layer is the finding
-        stages["qat"] = {"verdict": "FAIL", "reason": f"QAT refused: {_qat_refusal(exc)}"}
+        stages["qat"] = Cell(Verdict.FAIL, f"QAT refused: {_qat_refusal(exc)}")
         return
     try:
-        x = make_inputs(qat, req.get("n_examples", 16), int_high)
+        x = make_inputs(qat, req.n_examples, int_high)
         loss = train_one_step(qat, x)
     except ProbeBuildError as exc:
-        stages["qat"] = {"verdict": "ERROR", "reason": str(exc)}
+        stages["qat"] = Cell(Verdict.ERROR, str(exc))
         return
     except Exception as exc:  # noqa: BLE001 - a QAT model that cannot train is the finding
-        stages["qat"] = {"verdict": "FAIL", "reason": f"QAT model applied but one training step "
-                                                      f"failed: {_line(exc)}"}
+        stages["qat"] = Cell(Verdict.FAIL, f"QAT model applied but one training step failed: {_line(exc)}")
         return
-    result["timings"]["qat_s"] = round(time.perf_counter() - t0, 3)
+    result.timings["qat_s"] = round(time.perf_counter() - t0, 3)
     if not np.isfinite(loss):
-        stages["qat"] = {"verdict": "FAIL", "reason": f"one training step gave a non-finite loss ({loss})"}
+        stages["qat"] = Cell(Verdict.FAIL, f"one training step gave a non-finite loss ({loss})")
         return
     if notes:
-        stages["qat"] = {"verdict": "WARN", "reason": f"QAT applied, with tfmot warning: {notes[0]}"}
+        stages["qat"] = Cell(Verdict.WARN, f"QAT applied, with tfmot warning: {notes[0]}")
     else:
-        stages["qat"] = {"verdict": "PASS", "reason": f"quantize_model applied, one training step (loss {loss:.3g})"}
-    result["custom_configs"] = sorted(configs)
+        stages["qat"] = Cell(Verdict.PASS, f"quantize_model applied, one training step (loss {loss:.3g})")
+    result.custom_configs = sorted(configs)
 
     emit({"event": "stage", "stage": "convert"})
     t0 = time.perf_counter()
     try:
         blob = to_tflite(qat, full_int8=True, calibration=x)
     except ConversionError as exc:
-        stages["convert"] = {"verdict": "FAIL", "reason": f"converter refused: {exc}"}
+        stages["convert"] = Cell(Verdict.FAIL, f"converter refused: {exc}")
         return
     except Exception as exc:  # noqa: BLE001
-        stages["convert"] = {"verdict": "FAIL", "reason": f"converter failed: {_line(exc)}"}
+        stages["convert"] = Cell(Verdict.FAIL, f"converter failed: {_line(exc)}")
         return
-    result["timings"]["convert_s"] = round(time.perf_counter() - t0, 3)
-    stages["convert"] = {"verdict": "PASS", "reason": f"full-int8 .tflite, {len(blob)} bytes"}
-    files = {"tflite": workdir / "model.tflite", "inputs": workdir / "inputs.npy",
-             "keras_outputs": workdir / "keras_outputs.npy"}
-    files["tflite"].write_bytes(blob)
-    np.save(files["inputs"], x, allow_pickle=False)
+    result.timings["convert_s"] = round(time.perf_counter() - t0, 3)
+    stages["convert"] = Cell(Verdict.PASS, f"full-int8 .tflite, {len(blob)} bytes")
+    files = ProbeFiles(str(workdir / "model.tflite"), str(workdir / "inputs.npy"),
+                       str(workdir / "keras_outputs.npy"))
+    Path(files.tflite).write_bytes(blob)
+    np.save(files.inputs, x, allow_pickle=False)
     outputs = qat.predict(x, verbose=0, batch_size=len(x))
     if isinstance(outputs, (list, tuple)):
         outputs = outputs[0]
-    np.save(files["keras_outputs"], np.asarray(outputs, dtype=np.float32), allow_pickle=False)
-    result["files"] = {k: str(v) for k, v in files.items()}
+    np.save(files.keras_outputs, np.asarray(outputs, dtype=np.float32), allow_pickle=False)
+    result.files = files
 
 
 # -- the float model, for the recipe axis ---------------------------------------------------------
@@ -340,7 +356,7 @@ def _converter_line(exc: BaseException) -> str:
     return text
 
 
-def layers_under_test(model, label: str) -> list[dict]:
+def layers_under_test(model, label: str) -> list[ProbeLayer]:
     """Every Keras layer of the model (nested ones too) with its weight count and whether it
     is under test: a layer whose class the probe's label names ('Conv2D+BatchNormalization'
     names both; 'ReLU(max_value=6)' names ReLU). When the label names no class ('Sequential
@@ -350,11 +366,10 @@ def layers_under_test(model, label: str) -> list[dict]:
     named = set(re.findall(r"[A-Za-z_]\w*", label or ""))
     layers = [l for l in _all_layers(model) if type(l).__name__ != "InputLayer"]
     tested = {id(l) for l in layers if type(l).__name__ in named} or {id(l) for l in layers}
-    return [{"name": l.name, "class": type(l).__name__, "weights": len(l.weights),
-             "tested": id(l) in tested} for l in layers]
+    return [ProbeLayer(l.name, type(l).__name__, len(l.weights), id(l) in tested) for l in layers]
 
 
-def write_float_model(model, label: str, workdir: Path, n_examples: int, int_high: int | None) -> dict:
+def write_float_model(model, label: str, workdir: Path, n_examples: int, int_high: int | None) -> FloatModel:
     """The probe's float .tflite, the probe inputs and the float Keras model's outputs on them
     (the seeded inputs of ``make_inputs``: the same values the int8 stages use). Never raises:
     a refusal is the ``verdict``/``reason`` of the result."""
@@ -362,38 +377,39 @@ def write_float_model(model, label: str, workdir: Path, n_examples: int, int_hig
 
     from qat_harness.build.convert import ConversionError, to_tflite
 
-    out: dict = {"files": {}}
+    layers, layers_error = None, None
     try:
-        out["layers"] = layers_under_test(model, label)
+        layers = layers_under_test(model, label)
     except Exception as exc:  # noqa: BLE001 - the weights stage then says it cannot tell
-        out["layers_error"] = _line(exc)
+        layers_error = _line(exc)
+
+    def answer(verdict: Verdict, reason: str, files: FloatModelFiles | None = None,
+               seconds: float | None = None) -> FloatModel:
+        return FloatModel(verdict, reason, files or FloatModelFiles(), layers, layers_error, seconds)
+
     t0 = time.perf_counter()
     try:
         blob = to_tflite(model, full_int8=False)
     except ConversionError as exc:
-        return {**out, "verdict": "FAIL", "reason": f"the float model does not convert: {_converter_line(exc)}"}
+        return answer(Verdict.FAIL, f"the float model does not convert: {_converter_line(exc)}")
     except Exception as exc:  # noqa: BLE001
-        return {**out, "verdict": "FAIL", "reason": f"the float conversion failed: {_line(exc)}"}
-    files = {"float_tflite": workdir / "float.tflite"}
-    files["float_tflite"].write_bytes(blob)
-    out["files"] = {"float_tflite": str(files["float_tflite"])}
-    single_io = len(getattr(model, "inputs", None) or [None]) == 1 and \
-        len(getattr(model, "outputs", None) or [None]) == 1
-    if single_io:  # the device adapters feed one input and read one output
+        return answer(Verdict.FAIL, f"the float conversion failed: {_line(exc)}")
+    float_tflite = workdir / "float.tflite"
+    float_tflite.write_bytes(blob)
+    files = FloatModelFiles(str(float_tflite))
+    if _single_io(model):  # the device adapters feed one input and read one output
         try:
             x = make_inputs(model, n_examples, int_high)
             outputs = model.predict(x, verbose=0, batch_size=len(x))
         except Exception as exc:  # noqa: BLE001
-            return {**out, "verdict": "ERROR", "reason": f"the float model cannot predict: {_line(exc)}"}
+            return answer(Verdict.ERROR, f"the float model cannot predict: {_line(exc)}", files)
         if isinstance(outputs, (list, tuple)):
             outputs = outputs[0]
-        files["float_inputs"] = workdir / "float_inputs.npy"
-        files["float_outputs"] = workdir / "float_outputs.npy"
-        np.save(files["float_inputs"], x, allow_pickle=False)
-        np.save(files["float_outputs"], np.asarray(outputs, dtype=np.float32), allow_pickle=False)
-        out["files"] = {k: str(v) for k, v in files.items()}
-    return {**out, "verdict": "PASS", "seconds": round(time.perf_counter() - t0, 3),
-            "reason": f"float .tflite, {len(blob)} bytes"}
+        inputs, float_outputs = workdir / "float_inputs.npy", workdir / "float_outputs.npy"
+        np.save(inputs, x, allow_pickle=False)
+        np.save(float_outputs, np.asarray(outputs, dtype=np.float32), allow_pickle=False)
+        files = FloatModelFiles(str(float_tflite), str(inputs), str(float_outputs))
+    return answer(Verdict.PASS, f"float .tflite, {len(blob)} bytes", files, round(time.perf_counter() - t0, 3))
 
 
 # -- protocol -----------------------------------------------------------------------------------
@@ -410,11 +426,13 @@ def _prepare() -> None:
         sys.path.append(user_dir)  # after the standard library: a json.py there shadows nothing
 
 
-def _handle(req: dict, emit) -> dict:
+def _handle(request: dict, emit) -> dict:
+    from qat_harness.record.codec import structure
+
     try:
-        return run_probe(req, emit)
+        return run_probe(structure(ProbeRequest, request), emit).to_json()
     except Exception as exc:  # noqa: BLE001 - the harness's own failure, reported per probe
-        return {"stages": {}, "error": f"probe child failed: {_line(exc)}"}
+        return ProbeResult(error=f"probe child failed: {_line(exc)}").to_json()
 
 
 if __name__ == "__main__":

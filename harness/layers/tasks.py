@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 
 from qat_harness.core.errors import UsageError
+from qat_harness.layers.protocol import BUILTIN, USER, ProbeRequest
 from qat_harness.sources import FACTORY_REF
 
 
@@ -18,23 +20,26 @@ def available_probes() -> list[str]:
 @dataclasses.dataclass
 class Task:
     name: str
-    request: dict
+    kind: str            # protocol.BUILTIN (``name`` is in models.probes) or protocol.USER (``module:function``)
     layer: str
     group: str
     description: str
-    claims: tuple = ()
+    claims: tuple[str, ...] = ()
     bn_fold: bool = False
     source: str = "built-in"
 
+    def request(self, workdir: Path, n_examples: int, float_model: bool) -> ProbeRequest:
+        return ProbeRequest(self.kind, self.name, str(workdir), n_examples, float_model)
 
-def make_tasks(layers: list[str] | None, user_probes) -> list[Task]:
+
+def make_tasks(layers: list[str] | None, user_probes: Iterable[str] | None) -> list[Task]:
     from qat_harness.models.probes import PROBES
 
     names = list(PROBES) if layers is None else list(layers)
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise UsageError(f"unknown probe(s) {', '.join(unknown)}; known: {', '.join(PROBES)}")
-    tasks = [Task(n, {"kind": "builtin", "probe": n}, PROBES[n].layer, PROBES[n].group,
+    tasks = [Task(n, BUILTIN, PROBES[n].layer, PROBES[n].group,
                   PROBES[n].description, PROBES[n].claims, PROBES[n].bn_fold) for n in names]
     for ref in user_probes or ():
         if not FACTORY_REF.match(ref):
@@ -43,9 +48,9 @@ def make_tasks(layers: list[str] | None, user_probes) -> list[Task]:
         if not _module_findable(module):
             raise UsageError(f"--probe {ref}: cannot find module {module} "
                              "(run from the folder that holds it, or put it on PYTHONPATH)")
-        tasks.append(Task(ref, {"kind": "user", "ref": ref}, ref, "user", f"user probe {ref}",
+        tasks.append(Task(ref, USER, ref, "user", f"user probe {ref}",
                           source="user"))
-    seen = set()
+    seen: set[str] = set()
     for t in tasks:
         if t.name in seen:
             raise UsageError(f"probe {t.name} given twice")

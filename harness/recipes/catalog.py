@@ -6,7 +6,9 @@ or hangs becomes a recorded refusal, never a crash of the run. Results are cache
 the caller gives, by a digest of the float file, the recipe (its name and definition), the
 calibration inputs (static recipes only) and the quantizer's version. A recipe the quantizer
 refuses is a ``RecipeArtifact`` with ``error`` set to its one-line reason (cached too: the same
-inputs are refused the same way); a timeout or a crash is not cached.
+inputs are refused the same way); a timeout or a crash is not cached. The float file may be a
+user's own .tflite: the worker adds a serving signature when it has none and widens float16
+weights first (``recipes.prepare``); ``details['prepared']`` says what it changed.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from qat_harness.core.errors import DeviceError
 
 WORKER = "qat_harness.recipes.worker"
 #: Bump when the worker's way of applying a recipe changes (it is part of every cache key).
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 #: Static recipes are calibrated on at most this many examples.
 CALIBRATION_EXAMPLES = 32
 
@@ -69,6 +71,8 @@ RECIPES: dict[str, RecipeSpec] = {s.name: s for s in (
                "dynamic_wi4b32_afp32", 4, None, "dynamic", granularity="blockwise-32"),
     RecipeSpec("16x8", "int16 activations, int8 weights (static, calibrated)",
                "static_wi8_ai16", 8, 16, "static"),
+    RecipeSpec("int8-static", "int8 activations and weights (static, calibrated on the run's data)",
+               "static_wi8_ai8", 8, 8, "static"),
     RecipeSpec("fp16-weights", "float16 weights, dequantized to float32 before float kernels",
                "float_casting fp16", 16, None, "float-cast", weight_dtype="float"),
     RecipeSpec("int8-dynamic", "int8 weights (channelwise), activations quantized at run time",
@@ -126,7 +130,12 @@ class RecipeArtifact:
                 "quantizer_version": self.quantizer_version, "details": self.details}
 
 
-def _digest(float_path: Path, spec: RecipeSpec, calibration: np.ndarray | None, version: str) -> str:
+#: Examples for a static recipe: one array (a one-input model) or one per input, in the .tflite's
+#: input order (what ``tflite.model_inputs`` takes).
+Calibration = np.ndarray | list[np.ndarray]
+
+
+def _digest(float_path: Path, spec: RecipeSpec, calibration: list[np.ndarray] | None, version: str) -> str:
     h = hashlib.sha256()
     h.update(Path(float_path).read_bytes())
     from qat_harness.build.cache import source_digest
@@ -134,15 +143,15 @@ def _digest(float_path: Path, spec: RecipeSpec, calibration: np.ndarray | None, 
     # the code that applies a recipe is part of what determines the file (or the refusal)
     h.update(json.dumps({"recipe": spec.to_dict(), "version": version, "catalog": CATALOG_VERSION,
                          "code": source_digest(("qat_harness.recipes.worker",))}, sort_keys=True).encode())
-    if spec.needs_calibration and calibration is not None:
-        arr = np.ascontiguousarray(calibration, dtype=np.float32)
-        h.update(str(arr.shape).encode())
+    for array in calibration if spec.needs_calibration and calibration is not None else []:
+        arr = np.ascontiguousarray(array)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()[:24]
 
 
 def apply_recipe(float_path: Path, recipe: str, cache_dir: Path,
-                 calibration: np.ndarray | None = None, timeout_s: float = 300.0,
+                 calibration: Calibration | None = None, timeout_s: float = 300.0,
                  use_cache: bool = True) -> RecipeArtifact:
     """Apply ``recipe`` to the float .tflite at ``float_path``; the quantized file lands in
     ``cache_dir``. Never raises for a refusal: the artifact carries the one-line reason."""
@@ -151,13 +160,15 @@ def apply_recipe(float_path: Path, recipe: str, cache_dir: Path,
     if version is None:
         return RecipeArtifact(recipe, None, "ai-edge-quantizer is not installed: "
                               "pip install 'qat-harness[quantizer]'")
+    arrays = None
     if spec.needs_calibration:
         if calibration is None:
             return RecipeArtifact(recipe, None, "a static recipe needs calibration inputs", quantizer_version=version)
-        calibration = np.asarray(calibration)[:CALIBRATION_EXAMPLES]
+        arrays = [np.asarray(a)[:CALIBRATION_EXAMPLES]
+                  for a in (calibration if isinstance(calibration, list) else [calibration])]
     cache_dir = Path(cache_dir).resolve()  # the quantizer child works in a folder of its own
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _digest(float_path, spec, calibration, version)
+    key = _digest(float_path, spec, arrays, version)
     model_path = cache_dir / f"{recipe}-{key}.tflite"
     meta_path = cache_dir / f"{recipe}-{key}.json"
     if use_cache and meta_path.exists():
@@ -167,12 +178,14 @@ def apply_recipe(float_path: Path, recipe: str, cache_dir: Path,
                                   True, meta.get("seconds"), version, meta.get("details", {}))
     t0 = time.perf_counter()
     tmp_model = cache_dir / f".{recipe}-{key}.{os.getpid()}.tflite"
-    request = {"float": str(Path(float_path).resolve()), "recipe": recipe, "out": str(tmp_model)}
+    prepared = cache_dir / f".{recipe}-{key}.{os.getpid()}.float.tflite"
+    request = {"float": str(Path(float_path).resolve()), "recipe": recipe, "out": str(tmp_model),
+               "prepared": str(prepared)}
     cal_path = None
     try:
-        if calibration is not None and spec.needs_calibration:
-            cal_path = cache_dir / f".{recipe}-{key}.{os.getpid()}.cal.npy"
-            np.save(cal_path, calibration)
+        if arrays is not None:
+            cal_path = cache_dir / f".{recipe}-{key}.{os.getpid()}.cal.npz"
+            np.savez(cal_path, *arrays)  # arr_0, arr_1, ...: the .tflite's input order
             request["calibration"] = str(cal_path)
         try:
             resp = run_child(WORKER, request, timeout_s)
@@ -188,7 +201,7 @@ def apply_recipe(float_path: Path, recipe: str, cache_dir: Path,
         meta_path.write_text(json.dumps({"error": None, "seconds": seconds, "details": details}))
         return RecipeArtifact(recipe, model_path, None, False, seconds, version, details)
     finally:
-        for p in (tmp_model, cal_path):
+        for p in (tmp_model, prepared, cal_path):
             if p is not None and p.exists():
                 p.unlink()
 

@@ -14,6 +14,12 @@ and the output difference against it. Two kinds of verdicts come out:
 - C6 (8-bit only) re-judged (``c6_claim``): which bit widths have a deployment path today
   (converts, loads, runs), which are smaller, faster and accurate, with a table for the report.
 
+Both rest on what each recipe's file stores (``recipes.stored``), not on the recipe's name: a
+recipe that quantized nothing (its file is the float model) is not run, is no deployment path
+for C6 and no kernel comparison for K1. The float file may be the user's own float .tflite (fp32,
+or fp16 weights behind DEQUANTIZE, with or without a serving signature): the recipe worker
+prepares it for the quantizer (``recipes.prepare``).
+
 This module measures; the claims (``qat_harness.claims``) judge. A K1 result's ``device`` is
 ``recipe:<name>`` (the claim is about one file across kernels) and its details name the kernels.
 """
@@ -36,20 +42,21 @@ from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import BenchSettings, Device, Role
 from qat_harness.devices.litert.cpu import BuiltinKernelsDevice, LiteRTDevice
+from qat_harness.measure.difference import OutputDifference, output_difference
 from qat_harness.recipes.catalog import (
     RECIPES,
+    Calibration,
     RecipeArtifact,
     RecipeSpec,
     apply_recipe,
 )
-from qat_harness.results import ClaimResult, Verdict
+from qat_harness.recipes.stored import StoredWidths, stored_widths
+from qat_harness.results import ClaimResult
 from qat_harness.stats import (
     LatencySummary,
-    OutputDifference,
     Proportion,
     RatioCI,
     latency_summary,
-    output_difference,
     ratio_of_medians_ci,
     wilson_interval,
 )
@@ -94,8 +101,14 @@ class RecipeResult:
     size_bytes: int | None = None
     size_ratio: float | None = None                 # size(recipe) / size(float)
     tensor_dtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+    stored: StoredWidths | None = None              # what the file stores beyond the float file
     devices: dict[str, RecipeDeviceResult] = dataclasses.field(default_factory=dict)
     cross_kernel: CrossKernel | None = None
+
+    @property
+    def bits(self) -> str:
+        """The widths the file stores ('W4Afp32', 'quantized nothing'), '—' without a file."""
+        return self.stored.label if self.stored else "—"
 
 
 @dataclasses.dataclass
@@ -136,12 +149,15 @@ def kernel_devices(devices: dict[str, Device] | DeviceSet, num_threads: int,
 
 
 def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dict[str, Device] | DeviceSet,
-                  eval_inputs: np.ndarray, workdir: Path, num_threads: int, *,
-                  labels: np.ndarray | None = None, calibration: np.ndarray | None = None,
+                  eval_inputs: np.ndarray | list[np.ndarray], workdir: Path, num_threads: int, *,
+                  labels: np.ndarray | None = None, calibration: Calibration | None = None,
                   add_builtin: bool = True, timing: BenchSettings | None = None,
                   use_cache: bool = True, progress=lambda msg: None) -> RecipeResults:
     """Apply each recipe to ``float_path`` (cached in ``workdir / 'recipes'``), run it on every
-    kernel with ``eval_inputs`` (float examples, the float model's domain) and judge it."""
+    kernel with ``eval_inputs`` (float examples, the float model's domain: one array, or one per
+    input in the .tflite's input order) and judge it. ``float_path`` is the run's float reference
+    or the user's float .tflite; static recipes calibrate on ``calibration`` (else on the first
+    ``eval_inputs``)."""
     float_path = Path(float_path)
     kernels = kernel_devices(devices, num_threads, add_builtin)
     float_info = tflite.inspect_model(float_path)
@@ -156,7 +172,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
 
     results: dict[str, RecipeResult] = {}
     claims: list[ClaimResult] = []
-    cal = calibration if calibration is not None else (eval_inputs if not isinstance(eval_inputs, list) else None)
+    cal = calibration if calibration is not None else eval_inputs
     for name in recipes:
         spec = RECIPES[name]
         progress(f"{model}: recipe {name}")
@@ -164,9 +180,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
         rr = RecipeResult(name, spec, artifact)
         results[name] = rr
         if not artifact.converted:
-            claims.append(CrossKernelAgreement.result(model, f"recipe:{name}", Verdict.SKIP, None,
-                                                      f"{name} did not convert: {artifact.error}",
-                                                      details={"recipe": name}))
+            claims.append(CrossKernelAgreement.not_compared(model, name, f"{name} did not convert: {artifact.error}"))
             continue
         assert artifact.path is not None  # converted
         info = tflite.inspect_model(artifact.path)
@@ -174,6 +188,10 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
         rr.size_ratio = info.size_bytes / float_info.size_bytes
         for t in info.tensors:
             rr.tensor_dtypes[t.dtype] = rr.tensor_dtypes.get(t.dtype, 0) + 1
+        rr.stored = stored_widths(info, float_info)
+        if rr.stored.quantized_nothing:
+            claims.append(CrossKernelAgreement.not_compared(model, name, f"{name} {rr.stored.describe()}"))
+            continue
         outputs[name] = {}
         errors: dict[str, tuple[str, str]] = {}
         for dev_name, dev in kernels.items():
@@ -186,7 +204,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
             base = outputs["float"].get(dev_name, float_any)
             if base is not None:
                 res.agreement = _agreement(out, base)
-                res.difference = _difference(out, base)
+                res.difference = output_difference(out.astype(np.float64), base.astype(np.float64))
         claim, cross = cross_kernel_claim(model, name, outputs[name], errors)
         rr.cross_kernel = cross
         claims.append(claim)
@@ -239,17 +257,6 @@ def top1_of(out: np.ndarray) -> np.ndarray:
 def _agreement(a: np.ndarray, b: np.ndarray) -> Proportion:
     ta, tb = top1_of(a), top1_of(b)
     return wilson_interval(int(np.sum(ta == tb)), len(ta))
-
-
-@dataclasses.dataclass
-class _FloatTensor:
-    name: str = "output"
-    dtype: str = "float32"
-    scales: list | None = None
-
-
-def _difference(a: np.ndarray, b: np.ndarray) -> OutputDifference:
-    return output_difference(a.astype(np.float64), b.astype(np.float64), _FloatTensor())
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -340,20 +347,40 @@ def c6_claim(results: RecipeResults | list[RecipeResults]) -> ClaimResult:
 
 
 def other_widths(runs: list[RecipeResults]) -> dict[str, OtherWidthRecipe]:
-    """Every recipe of another bit width that was run, by name (``model/name`` across models)."""
+    """Every recipe of another bit width that was run, by name (``model/name`` across models):
+    the width its file stores when it converted (a recipe that quantized nothing is listed as
+    such), the width it asks for when it was refused."""
     rows = {}
     for res in runs:
         for name, rr in res.recipes.items():
-            if not EightBitOnly.is_other_width(rr.spec.weight_bits, rr.spec.activation_bits):
+            if not _bears_on_c6(rr):
                 continue
+            stored = rr.stored if rr.artifact.converted else None
             head = _headline(res, rr)
             lat = head.latency_ratio if head else None
+            ran = [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs]
+            error = rr.artifact.error or (None if ran or not rr.devices else _not_loaded(rr))
             rows[f"{res.model}/{name}" if len(runs) > 1 else name] = OtherWidthRecipe(
-                res.model, name, rr.spec.label, rr.artifact.converted,
-                [d for d, r in rr.devices.items() if r.ran and not r.nan_outputs], rr.size_ratio,
-                head.agreement.rate if head and head.agreement else None,
-                lat.ratio if lat else None, [lat.ci_low, lat.ci_high] if lat else None, rr.artifact.error)
+                res.model, name, stored.label if stored else f"{rr.spec.label} (asked)", rr.artifact.converted,
+                ran, rr.size_ratio, head.agreement.rate if head and head.agreement else None,
+                lat.ratio if lat else None, [lat.ci_low, lat.ci_high] if lat else None, error,
+                quantized_nothing=bool(stored and stored.quantized_nothing))
     return rows
+
+
+def _bears_on_c6(rr: RecipeResult) -> bool:
+    """A file of another width than 8 bits, or a recipe of another width that was refused or
+    quantized nothing (C6 says so, and counts neither as a deployment path)."""
+    asks_other = EightBitOnly.is_other_width(rr.spec.weight_bits, rr.spec.activation_bits)
+    if rr.artifact.converted and rr.stored is not None:
+        return rr.stored.is_other_width or (rr.stored.quantized_nothing and asks_other)
+    return asks_other
+
+
+def _not_loaded(rr: RecipeResult) -> str:
+    """Why no kernel ran the recipe's file, in one line (the kernel's own line when it gave one)."""
+    return CrossKernelAgreement.not_loaded({d: (r.error_kind or "failed", r.error or "")
+                                            for d, r in rr.devices.items() if not r.ran})
 
 
 C6_COLUMNS = ["recipe", "bits", "converts", "runs on", "size vs float", "latency vs float",
@@ -381,10 +408,16 @@ def c6_table(results: RecipeResults | list[RecipeResults]) -> C6Table:
                     + f" ({head.device})"
             else:
                 lat = "—"
+            if not rr.artifact.converted:
+                converts = f"no: {rr.artifact.error}"
+            elif rr.stored and rr.stored.quantized_nothing:
+                converts = "yes, but it quantized nothing (not run: the file is the float model)"
+            else:
+                converts = "yes"
             rows.append({
                 "recipe": name if len(runs) == 1 else f"{res.model}/{name}",
-                "bits": rr.spec.label,
-                "converts": "yes" if rr.artifact.converted else f"no: {rr.artifact.error}",
+                "bits": rr.bits,
+                "converts": converts,
                 "runs on": (", ".join(ran_on) or "—") + (f" (not: {', '.join(failed)})" if failed else ""),
                 "size vs float": f"{rr.size_ratio:.2f}x" if rr.size_ratio is not None else "—",
                 "latency vs float": lat,

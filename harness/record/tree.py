@@ -20,15 +20,19 @@ from typing import Annotated
 from pydantic import JsonValue, PlainValidator
 
 from qat_harness.claims import Ceiling
+from qat_harness.core.tflite import InputFeed
 from qat_harness.core.timing import TimingProtocol
-from qat_harness.crosscheck import CrossCheck
 from qat_harness.devices.base import Delegation, Role
 from qat_harness.environment import Environment
 from qat_harness.inspection import FullIntegerCheck, PerAxisCheck
+from qat_harness.measure.crosscheck import CrossCheck
+from qat_harness.measure.difference import OutputDifference
+from qat_harness.measure.output_kinds import OutputRole
+from qat_harness.measure.scheme import QuantScheme
 from qat_harness.options import RunOptions
 from qat_harness.recipes.stage import RecipeResults
 from qat_harness.results import ClaimResult, Verdict
-from qat_harness.stats import LatencySummary, OutputDifference, RatioCI
+from qat_harness.stats import LatencySummary, Proportion, RatioCI
 
 JsonObject = dict[str, JsonValue]
 
@@ -101,6 +105,7 @@ class DatasetInfo:
     eval_examples: int
     labels_meaningful: bool
     description: str | None = None      # what the data is and how it was preprocessed
+    feeds: list[InputFeed] | None = None  # how the user's data reaches each input (None: not a user's data)
 
 
 @dataclasses.dataclass
@@ -240,6 +245,8 @@ class DeviceSection:
     vs_reference_kernels: OutputDifference | None = None              # the first output
     vs_reference_kernels_outputs: list[OutputDifference] | None = None  # every output, if several
     top1: dict[str, float] | None = None
+    accuracy: dict[str, Proportion] | None = None       # variant -> top-1 against the labels, with its interval
+    vs_float: list[OutputDifference] | None = None      # every non-class output against float (A3)
     latency: dict[str, LatencySummary] | None = None
     latency_raw_ms: dict[str, list[float]] | None = None
     first_invoke_ms: dict[str, float] | None = None
@@ -264,12 +271,14 @@ class ModelSection:
     artifacts: ArtifactsInfo | None = None
     keras: BuildRecord | None = None         # training/conversion metrics of the build
     tflite: dict[str, TfliteSummary] | None = None   # variant ->
+    schemes: dict[str, QuantScheme] | None = None    # variant -> what its file computes in, read from it
     quantization: dict[str, list[WeightQuantization]] | None = None
     ptq_checks: PtqChecks | None = None
     devices: dict[str, DeviceSection] = dataclasses.field(default_factory=dict)
     oracle_error: str | None = None
     error: str | None = None
     recipes: RecipeResults | None = None    # with --recipes
+    outputs: list[OutputRole] | None = None  # what each output of the file under test is
 
 
 @dataclasses.dataclass

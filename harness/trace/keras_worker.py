@@ -15,6 +15,7 @@ whose output is a model output: their value is the model output's, not saved twi
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -26,6 +27,26 @@ from qat_harness.core.errors import UsageError
 from qat_harness.devices.base import load_inputs
 
 QUANT_PREFIX = "quant_"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRequest:
+    """What the parent asks (``capture.keras_values``), as the JSON the child reads."""
+    source: dict                        # the builder's source request, in ``build.builder``'s form
+    weights: str
+    inputs: str
+    out: str
+    layers: list[str]
+    model_outputs: int = 0
+
+
+@dataclasses.dataclass
+class LayerResponse:
+    """What the child answers: the layers found (name -> key in the .npz), the ones missing,
+    and the ones whose output is a model output."""
+    found: dict[str, str]
+    missing: list[str] = dataclasses.field(default_factory=list)
+    output_layers: list[str] = dataclasses.field(default_factory=list)
 
 
 def _layer(model, name: str):
@@ -46,7 +67,8 @@ def _single_output(layer):
     return None if isinstance(out, (list, tuple)) else out
 
 
-def layer_outputs(req: dict) -> dict:
+def layer_outputs(request: dict) -> dict:
+    req = LayerRequest(**request)
     keras2.enter()
     import tf_keras as keras
 
@@ -54,15 +76,15 @@ def layer_outputs(req: dict) -> dict:
     from qat_harness.build.builder import build_model
 
     keras.utils.set_random_seed(0)
-    model, _, _ = build_model(req["source"])
+    model, _, _ = build_model(req.source)
     qat = training.quantize(model)
-    qat.load_weights(req["weights"])
-    inputs = load_inputs(req["inputs"])
+    qat.load_weights(req.weights)
+    inputs = load_inputs(req.inputs)
 
     tensors: list[Any]  # Keras symbolic tensors
     found, missing, tensors, output_layers = {}, [], [], []
     model_outputs = {id(t) for t in qat.outputs}
-    for name in req["layers"]:
+    for name in req.layers:
         layer = _layer(qat, name)
         out = _single_output(layer) if layer is not None else None
         if out is None:
@@ -75,15 +97,15 @@ def layer_outputs(req: dict) -> dict:
             continue
         found[name] = f"layer_{len(tensors)}"
         tensors.append(out)
-    n_outputs = min(int(req.get("model_outputs", 0)), len(qat.outputs))
+    n_outputs = min(req.model_outputs, len(qat.outputs))
     outputs = list(qat.outputs[:n_outputs])
     probe = keras.Model(qat.inputs, tensors + outputs)
     values = probe.predict(inputs if len(inputs) > 1 else inputs[0], batch_size=len(inputs[0]), verbose=0)
     values = values if isinstance(values, list) else [values]
     arrays = {f"layer_{i}": np.asarray(v) for i, v in enumerate(values[:len(tensors)])}
     arrays.update({f"output_{j}": np.asarray(v) for j, v in enumerate(values[len(tensors):])})
-    np.savez(req["out"], **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
-    return {"found": found, "missing": missing, "output_layers": output_layers}
+    np.savez(req.out, **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
+    return dataclasses.asdict(LayerResponse(found, missing, output_layers))
 
 
 def handle(req: dict) -> dict:

@@ -13,12 +13,23 @@ intermediates), optional ``tensors`` (the tensor indices to keep; default every 
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
 
 from qat_harness.core.child import serve_once
 from qat_harness.devices.base import load_inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRequest:
+    """What the parent asks (``capture.tensor_values``), as the JSON the child reads."""
+    model: str
+    inputs: str
+    out: str
+    resolver: str = "ref"
+    tensors: list[int] | None = None
 
 
 def _litert():
@@ -51,14 +62,15 @@ def op_outputs(interp) -> list[int]:
     return out
 
 
-def trace(req: dict) -> dict:
-    interp = make_interpreter(req["model"], req.get("resolver", "ref"))
-    inputs = load_inputs(req["inputs"])
+def trace(request: dict) -> dict:
+    req = TensorRequest(**request)
+    interp = make_interpreter(req.model, req.resolver)
+    inputs = load_inputs(req.inputs)
     details = interp.get_input_details()
     if len(inputs) != len(details):
         raise ValueError(f"the model takes {len(details)} input(s), {len(inputs)} given")
     n = len(inputs[0])
-    wanted = req.get("tensors") or op_outputs(interp)
+    wanted = req.tensors or op_outputs(interp)
     rows: dict[int, list[np.ndarray]] = {int(t): [] for t in wanted}
     for i in range(n):
         for d, x in zip(details, inputs):
@@ -74,7 +86,7 @@ def trace(req: dict) -> dict:
             arrays[f"t{t}"] = np.stack(values)
         except ValueError:  # a tensor whose shape changes per example: keep the first
             arrays[f"t{t}"] = values[0][None]
-    np.savez(req["out"], **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
+    np.savez(req.out, **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
     return {"ok": True, "n": int(n), "tensors": sorted(rows)}
 
 

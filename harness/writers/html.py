@@ -13,9 +13,10 @@ from pydantic import JsonValue
 
 from qat_harness.claims import CpuLatency
 from qat_harness.devices.base import Delegation, Role
+from qat_harness.measure.difference import OutputDifference
 from qat_harness.record.tree import DeviceSection, ModelSection, RunReport
 from qat_harness.results import Verdict
-from qat_harness.stats import OutputDifference, wilson_interval
+from qat_harness.stats import wilson_interval
 from qat_harness.writers import plots
 from qat_harness.writers.templating import render as render_template
 from qat_harness.writers.text import format_measured

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from qat_harness import stats
+from qat_harness.measure.difference import OutputTensor, output_difference
 
 
 def test_ratio_of_medians_interval_contains_the_true_ratio():
@@ -24,8 +25,12 @@ def test_wilson_interval_is_inside_unit_range_and_brackets_rate():
     assert stats.wilson_interval(0, 0).rate is None
 
 
-def test_int8_step_difference():
+def test_quantized_outputs_differ_in_steps_and_float_outputs_in_range_and_sqnr():
     a = np.array([[1, 2, 3]], dtype=np.int8)
     b = np.array([[1, 4, -3]], dtype=np.int8)
-    d = stats.int8_step_difference(a, b)
-    assert d.max_steps == 6 and d.fraction_exact == pytest.approx(1 / 3)
+    d = output_difference(a, b, OutputTensor("logits", "int8", [0.1]))
+    assert d.domain == "int8 steps" and d.max_steps == 6 and d.fraction_exact == pytest.approx(1 / 3)
+    f = output_difference(np.array([1.0, 2.0, 2.9]), np.array([1.0, 2.0, 3.0]))
+    assert f.domain == "float" and f.max_abs == pytest.approx(0.1) and f.max_rel == pytest.approx(0.1 / 3)
+    assert f.sqnr_db == pytest.approx(10 * np.log10(14 / 0.01))
+    assert output_difference(b, b, OutputTensor("ids", "int64")).domain == "ids"

@@ -6,6 +6,7 @@ test_faults_processes.py."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import socket
@@ -27,11 +28,23 @@ from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.record.folder import RunFolderBusy
 from qat_harness.record.report import Report
+from qat_harness.record.tree import ModelSection
 from qat_harness.writers.pages import run_pages
 
 
 def _run_cli(capsys, *argv):
     code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def _run_with(capsys, model_run, *argv):
+    """``qat-harness run ARGV`` with the run's per-model stage replaced: the command's own
+    error handling and exit codes, the test's ``model_run``."""
+    from qat_harness.commands.errors import guarded
+    from qat_harness.commands.run import cmd_run
+
+    args = cli.build_parser().parse_args(["run", *argv])
+    code = guarded(lambda: cmd_run(args, run=functools.partial(pipeline.run, model_run=model_run)))
     return code, capsys.readouterr().err
 
 
@@ -104,7 +117,7 @@ def _fake_model_run(claims_by_call):
         def execute(self):
             for _device in ("cpu",):
                 self.report.add_claim(claim_lib.Size.judge(self.name, claim_lib.FileSizes(4000, 1000)))
-                self.report.run.models.setdefault(self.name, pipeline.ModelSection()).description = \
+                self.report.run.models.setdefault(self.name, ModelSection()).description = \
                     "latencies " + ",".join(str(v) for v in range(2000))
                 claims_by_call.append(self.name)
                 self.report.save()
@@ -127,10 +140,9 @@ def _fail_fsync_once(monkeypatch, after: int):
 
 def test_disk_full_keeps_every_measurement_and_leaves_no_temporary_files(tmp_path, monkeypatch, capsys,
                                                                          tiny_models):
-    monkeypatch.setattr(pipeline, "ModelRun", _fake_model_run([]))
     _fail_fsync_once(monkeypatch, after=2)  # the save right after the measurement
     out = tmp_path / "out"
-    code, err = _run_cli(capsys, "run", "--models", str(tiny_models["int8"]), "--skip-bitwidth",
+    code, err = _run_with(capsys, _fake_model_run([]), "--models", str(tiny_models["int8"]), "--skip-bitwidth",
                          "--out", str(out))
     assert code == cli.EXIT_DISK_FULL
     assert "disk full" in _one_error_line(err)
@@ -156,7 +168,6 @@ def small_tmpfs(tmp_path):
 def test_a_really_full_disk_ends_with_one_line_and_the_last_report(small_tmpfs, monkeypatch, capsys,
                                                                    tiny_models):
     calls: list[str] = []
-    monkeypatch.setattr(pipeline, "ModelRun", _fake_model_run(calls))
     out = small_tmpfs / "out"
     out.mkdir()
     filler = small_tmpfs / "filler"
@@ -173,7 +184,7 @@ def test_a_really_full_disk_ends_with_one_line_and_the_last_report(small_tmpfs, 
                 except OSError:
                     pass
     monkeypatch.setattr(Report, "save", save_then_fill)
-    code, err = _run_cli(capsys, "run", "--models", f"{tiny_models['int8']},{tiny_models['int8']}",
+    code, err = _run_with(capsys, _fake_model_run(calls), "--models", f"{tiny_models['int8']},{tiny_models['int8']}",
                          "--skip-bitwidth", "--out", str(out))
     assert code == cli.EXIT_DISK_FULL, err
     assert "disk full" in _one_error_line(err)
@@ -408,18 +419,18 @@ def test_hostile_names_are_inert_in_layers_md():
 
 
 # -- 13. the layer matrix -----------------------------------------------------------------------
-def test_layers_exits_1_on_error_cells_takes_a_probe_timeout_and_warns_about_user_code(
-        tmp_path, monkeypatch, capsys):
-    from qat_harness.layers import matrix as layers
+def test_layers_exits_1_on_error_cells_takes_a_probe_timeout_and_warns_about_user_code(tmp_path, capsys):
+    from qat_harness.commands.layers import cmd_layers
 
     seen = {}
 
     def fake_run_layers(names, devices, out, user_probes=(), progress=None, device_options=None, **kw):
         seen.update(kw)
         return {"probes": [{"name": "p", "stages": {"qat": {"verdict": "ERROR", "reason": "SIGABRT"}}}]}
-    monkeypatch.setattr(layers, "run_layers", fake_run_layers)
-    code, err = _run_cli(capsys, "layers", "--probe", "my_probes:make", "--probe-timeout", "7",
-                         "--out", str(tmp_path))
+    args = cli.build_parser().parse_args(["layers", "--probe", "my_probes:make", "--probe-timeout", "7",
+                                          "--out", str(tmp_path)])
+    code = cmd_layers(args, engine=fake_run_layers)
+    err = capsys.readouterr().err
     assert code == cli.EXIT_GATE
     opened = seen.pop("opened")  # the devices the CLI checked, handed over instead of reopened
     assert seen == {"timeout_s": 7.0} and list(opened.availability) == ["cpu"]
@@ -434,6 +445,10 @@ def test_resume_redoes_only_what_is_missing(tmp_path, monkeypatch, capsys, tiny_
 
     calls: list[str] = []
 
+    class OneClaimPerDevice(pipeline.ModelRun):
+        def on_device(self, dev_name, dev):
+            on_device(self, dev_name, dev)
+
     def on_device(self, dev_name, dev):
         calls.append(dev_name)
         # as the real one does: a resumed run then holds the kept device's section as recorded
@@ -441,16 +456,15 @@ def test_resume_redoes_only_what_is_missing(tmp_path, monkeypatch, capsys, tiny_
         if dev_name == "cpu-ref" and len(calls) == 2:
             raise KeyboardInterrupt  # the first run stops here
         self.add(claim_lib.CpuLatency.skip(self.name, dev_name, f"measured in call {len(calls)}"))
-    monkeypatch.setattr(pipeline.ModelRun, "on_device", on_device)
     out = tmp_path / "run"
     models = f"{tiny_models['int8']}={tiny_models['float']}"
-    code, _err = _run_cli(capsys, "run", "--models", models, "--devices", "cpu,cpu-ref",
+    code, _err = _run_with(capsys, OneClaimPerDevice, "--models", models, "--devices", "cpu,cpu-ref",
                           "--skip-bitwidth", "--out", str(out))
     assert code == cli.EXIT_SIGINT
     first = json.loads((out / "report.json").read_text())
     assert first["status"] == "interrupted" and first["done"] == {"int8.tflite": ["cpu"]}
 
-    code, err = _run_cli(capsys, "run", "--resume", str(out), "--fail-on", "never")
+    code, err = _run_with(capsys, OneClaimPerDevice, "--resume", str(out), "--fail-on", "never")
     assert code == cli.EXIT_OK, err
     assert calls == ["cpu", "cpu-ref", "cpu-ref"]  # cpu was not redone
     data = json.loads((out / "report.json").read_text())

@@ -108,8 +108,12 @@ class SlowRun:
         ArtifactCache(Path(sys.argv[2])).store("k" * 64, lambda folder: run_child(
             "qat_sleepy", {"pidfile": sys.argv[3]}, 600))
 
-pipeline.ModelRun = SlowRun
-sys.exit(cli.main(["run", "--models", sys.argv[4], "--skip-bitwidth", "--out", sys.argv[1]]))
+from functools import partial
+from qat_harness.commands.errors import guarded
+from qat_harness.commands.run import cmd_run
+
+args = cli.build_parser().parse_args(["run", "--models", sys.argv[4], "--skip-bitwidth", "--out", sys.argv[1]])
+sys.exit(guarded(lambda: cmd_run(args, run=partial(pipeline.run, model_run=SlowRun))))
 """
 
 
@@ -244,14 +248,12 @@ def test_processes_storing_and_reading_one_key_never_see_half_an_entry(tmp_path)
 NIGHTLY_SCRIPT = """
 import datetime, sys, time
 from qat_harness import cli
+from qat_harness.commands.nightly import cmd_nightly
 from qat_harness.record.report import Report
 from recorded_reports import ENV, options
 
-class FrozenClock:  # both nightlies start in the same second
-    class datetime(datetime.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return datetime.datetime(2024, 1, 1, 3, 0, 0)
+def frozen_clock():  # both nightlies start in the same second
+    return datetime.datetime(2024, 1, 1, 3, 0, 0)
 
 def fake_run(args, out=None):
     report = Report(out, ENV, options(out, models=(f"pid{sys.argv[2]}",)))
@@ -261,9 +263,8 @@ def fake_run(args, out=None):
         time.sleep(3 * int(sys.argv[2]))
     return 0, report
 
-cli.dt = FrozenClock
-cli._run = fake_run
-sys.exit(cli.main(["nightly", "--out", sys.argv[1]]))
+args = cli.build_parser().parse_args(["nightly", "--out", sys.argv[1]])
+sys.exit(cmd_nightly(args, run=fake_run, clock=frozen_clock))
 """
 
 

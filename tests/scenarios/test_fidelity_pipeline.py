@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from qat_harness import crosscheck
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuDevice
+from qat_harness.measure import crosscheck
 from qat_harness.results import Verdict
 
 needs_tool = pytest.mark.skipif(crosscheck.find_native_tool() is None,

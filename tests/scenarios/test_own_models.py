@@ -48,7 +48,7 @@ def test_int8_and_float_pair_with_npz_gets_every_claim(user_models, capsys, tmp_
     assert claim(report, "C4-full-int")["verdict"] == "PASS"
     assert claim(report, "C5-per-axis")["verdict"] == "PASS"
     a2 = claim(report, "A2-agreement", "cpu")
-    assert a2["verdict"] == "PASS" and a2["details"]["wilson"]["n"] == 100  # half of 200 is evaluation
+    assert a2["verdict"] == "PASS" and a2["details"]["wilson"]["n"] == 200  # nothing trains: all are evaluated
     a1 = claim(report, "A1-accuracy", "cpu")
     assert a1["details"]["int8_top1"] >= 0.9, a1["reason"]
     assert claim(report, "C2-cpu-latency", "cpu")["verdict"] in ("PASS", "WARN", "FAIL")
@@ -101,7 +101,8 @@ def test_other_integer_io_types_are_fed_and_compared_in_their_own_steps(user_mod
     code, _, report = run(capsys, tmp_path, "--models", str(path))
     assert code == 0
     c4 = claim(report, "C4-full-int")
-    assert c4["verdict"] == "FAIL" and dtype in c4["reason"]  # C4 asks for int8 io: it says what it found
+    # uint8 io around an int8 body is full-integer; int16 io is not the 8-bit io C4 asks for: it says what it found
+    assert c4["verdict"] == ("PASS" if dtype == "uint8" else "FAIL") and dtype in c4["reason"], c4
     cpu = report["models"][path.name]["devices"]["cpu"]
     assert not cpu.get("errors"), cpu.get("errors")
     assert cpu["vs_reference_kernels"]["domain"] == f"{dtype} steps"
@@ -111,9 +112,10 @@ def test_legacy_uint8_per_tensor_model_is_measured_and_called_what_it_is(user_mo
     path = user_models.legacy_uint8_model()
     code, _, report = run(capsys, tmp_path, "--models", str(path))
     assert code == 0
-    assert "uint8" in claim(report, "C4-full-int")["reason"]
-    c5 = claim(report, "C5-per-axis")
-    assert c5["verdict"] == "FAIL" and "per-tensor" in c5["reason"]
+    c4 = claim(report, "C4-full-int")
+    assert c4["verdict"] == "PASS" and "uint8" in c4["reason"], c4
+    c5 = claim(report, "C5-per-axis")  # the legacy uint8 spec has no per-axis form: a WARN, said plainly
+    assert c5["verdict"] == "WARN" and "per-tensor" in c5["reason"], c5
     assert report["models"][path.name]["devices"]["cpu"]["latency"]["int8"]["n"] >= 5
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qat_harness import stats
 from qat_harness.core.errors import DeviceError
 from qat_harness.core.tflite import inspect_model, quantize_input
 from qat_harness.devices import registry
@@ -17,6 +16,7 @@ from qat_harness.devices.openvino.device import OpenVinoDevice
 from qat_harness.devices.openvino.model_io import TensorSpec, to_model_dtype
 from qat_harness.devices.openvino.targets import is_listed, normalize_target, role_for
 from qat_harness.devices.openvino.worker import summarize
+from qat_harness.measure.difference import OutputTensor, output_difference
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -66,6 +66,8 @@ def extra_models(tiny_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def device() -> OpenVinoDevice:
     return registry.create("openvino", num_threads=2)
+
+INT8_OUTPUT = OutputTensor("output", "int8", [1.0])
 
 
 def one_line(exc: DeviceError) -> bool:
@@ -140,7 +142,7 @@ def test_int8_model_agrees_with_the_reference_kernels_within_one_step(device, ti
     result = device.run(tiny_models["int8"], inputs)
     reference = CpuRefDevice().run(tiny_models["int8"], inputs).outputs
     assert result.outputs.dtype == np.int8 and result.outputs.shape == reference.shape
-    difference = stats.int8_step_difference(result.outputs, reference)
+    difference = output_difference(result.outputs, reference, INT8_OUTPUT)
     assert difference.max_steps <= 1, difference
     delegation = result.delegation
     assert delegation.backend == "openvino"
@@ -207,10 +209,10 @@ def test_reverse_v2_between_two_scales_disagrees_with_the_reference_kernels(devi
     inputs = quantized_inputs(path, tiny_models["x"])
     openvino = device.run(path, inputs).outputs
     reference = CpuRefDevice().run(path, inputs).outputs
-    difference = stats.int8_step_difference(openvino, reference)
+    difference = output_difference(openvino, reference, INT8_OUTPUT)
     assert difference.max_steps > 1, difference
     # the other half of the concatenation (no reverse) still agrees
-    untouched = stats.int8_step_difference(openvino[..., 4:], reference[..., 4:])
+    untouched = output_difference(openvino[..., 4:], reference[..., 4:], INT8_OUTPUT)
     assert untouched.max_steps <= 1, untouched
 
 

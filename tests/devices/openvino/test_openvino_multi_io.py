@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qat_harness import stats
 from qat_harness.core.errors import DeviceError
 from qat_harness.core.tflite import inspect_model, model_inputs
 from qat_harness.devices import registry
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuRefDevice
+from qat_harness.measure.difference import OutputTensor, output_difference
 
 pytest_plugins = ["user_models"]
 
@@ -39,6 +39,8 @@ def multi_io(user_models):
               for variant, path in (("int8", int8), ("float", float_))}
     assert [x.shape[1:] for x in inputs["float"]] == [(4,), (16, 16, 3)], MULTI_IO_ORDER["inputs"]
     return int8, float_, inputs
+
+INT8_OUTPUT = OutputTensor("output", "int8", [1.0])
 
 
 def test_a_two_input_two_output_float_model_matches_litert(device, multi_io):
@@ -91,7 +93,7 @@ def test_a_two_input_two_output_model_agrees_with_the_reference_kernels(device, 
     for got, want in zip(result.all_outputs, reference.all_outputs, strict=True):
         assert got.dtype == want.dtype == np.dtype(variant.replace("float", "float32"))
         if variant == "int8":
-            difference = stats.int8_step_difference(got, want)
+            difference = output_difference(got, want, INT8_OUTPUT)
             assert difference.max_steps <= 1, difference
         else:
             np.testing.assert_allclose(got, want, atol=1e-6)

@@ -3,10 +3,11 @@ kernels (the numeric oracle), each output judged in its own domain."""
 import numpy as np
 import pytest
 
-from qat_harness import claims, stats
+from qat_harness import claims
 from qat_harness.claims import ReferenceAgreement, VersusReference
 from qat_harness.core.tflite import TensorInfo
 from qat_harness.devices.base import Role
+from qat_harness.measure.difference import OutputDifference, output_difference
 from qat_harness.results import Verdict
 
 
@@ -18,7 +19,7 @@ def _tensor(dtype="int8", name="out"):
 
 
 def _steps(max_steps, mean_steps, fraction_exact, name="out", dtype="int8"):
-    return stats.OutputDifference(name, f"{dtype} steps", fraction_exact, max_steps=max_steps, mean_steps=mean_steps)
+    return OutputDifference(name, f"{dtype} steps", fraction_exact, max_steps=max_steps, mean_steps=mean_steps)
 
 
 def _judge(*diffs, role=Role.HOST_CPU, **kw):
@@ -60,13 +61,13 @@ def test_the_within_one_step_share_is_never_below_zero():
 
 @pytest.mark.parametrize("max_rel,verdict", [(0.001, Verdict.PASS), (0.05, Verdict.WARN), (0.3, Verdict.FAIL)])
 def test_float_outputs_on_their_relative_error(max_rel, verdict):
-    d = stats.OutputDifference("logits", "float", 0.5, max_abs=max_rel * 4, max_rel=max_rel)
+    d = OutputDifference("logits", "float", 0.5, max_abs=max_rel * 4, max_rel=max_rel)
     assert _judge(d).verdict is verdict
 
 
 @pytest.mark.parametrize("equal,verdict", [(1.0, Verdict.PASS), (0.97, Verdict.WARN), (0.5, Verdict.FAIL)])
 def test_class_id_outputs_on_the_share_of_equal_ids(equal, verdict):
-    assert _judge(stats.OutputDifference("ids", "ids", equal)).verdict is verdict
+    assert _judge(OutputDifference("ids", "ids", equal)).verdict is verdict
 
 
 def test_the_worst_output_decides_and_every_output_is_named():
@@ -95,7 +96,7 @@ def test_the_within_one_step_share_is_a_lower_bound_of_the_real_one():
             ref = rng.integers(lo, hi + 1, (8, 10))
             noise = rng.choice([0, 0, 1, -1, 2, -3, 7, 300, -900], size=ref.shape, p=rng.dirichlet(np.ones(9)))
             dev = np.clip(ref + noise * (per_step if rng.random() < 0.5 else 1), lo, hi).astype(dtype)
-            d = stats.output_difference(dev, ref.astype(dtype), _tensor(dtype))
+            d = output_difference(dev, ref.astype(dtype), _tensor(dtype))
             real = float(np.mean(np.abs(dev.astype(int) - ref) <= per_step))
             assert ReferenceAgreement.within_one_step(d) <= real + 1e-12
 

@@ -16,7 +16,7 @@ from qat_harness.devices.base import Role
 
 ROOT = Path(__file__).resolve().parents[3]
 #: A claim id in quotes ('C1-size', "M2-layers", f"K1-..."), the form a literal takes in code or a template.
-CLAIM_ID_LITERAL = re.compile(r"""["']((?:C[1-6]|K[0-9]+|A[12]|M[1-5])-[a-z0-9][a-z0-9-]*)""")
+CLAIM_ID_LITERAL = re.compile(r"""["']((?:C[1-6]|K[0-9]+|A[0-9]+|M[1-5])-[a-z0-9][a-z0-9-]*)""")
 
 
 def _source_files():

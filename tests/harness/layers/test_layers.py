@@ -20,8 +20,11 @@ from qat_harness.core.tflite import TensorInfo
 from qat_harness.devices.base import Delegation, Role
 from qat_harness.layers import matrix as layers
 from qat_harness.layers import report as layers_report
-from qat_harness.layers import stages
+from qat_harness.layers import stages, tree
+from qat_harness.layers.cells import StepDistance
 from qat_harness.layers.tasks import available_probes
+from qat_harness.layers.tree import ProbeEntry
+from qat_harness.results import Verdict
 
 TESTS = Path(__file__).resolve().parents[2]
 HANG_TIMEOUT_S = 25
@@ -42,9 +45,10 @@ def test_numeric_identical_outputs_pass():
     keras_out = (np.arange(8, dtype=np.float32).reshape(2, 4) - 4) * 0.05
     q = np.round(keras_out / 0.05).astype(np.int8)
     cell = stages.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
-    assert cell["verdict"] == "PASS"
-    assert cell["details"]["vs_keras"]["max_steps"] == 0
-    assert cell["details"]["vs_reference"]["max_steps"] == 0
+    assert cell.verdict is Verdict.PASS
+    assert cell.details.vs_keras.max_steps == 0 and cell.details.vs_keras.within_1_step == 1.0
+    assert cell.details.vs_reference.max_steps == 0
+    assert cell.to_json()["details"]["vs_reference"] == {"max_steps": 0, "mean_steps": 0.0}
 
 
 @pytest.mark.parametrize("offset,verdict", [(2, "PASS"), (5, "WARN"), (20, "FAIL")])
@@ -52,8 +56,8 @@ def test_numeric_distance_to_keras_sets_the_verdict(offset, verdict):
     keras_out = np.zeros((3, 4), np.float32)
     q = np.full((3, 4), offset, np.int8)
     cell = stages.numeric_stage(Role.HOST_CPU, q, q.copy(), "", keras_out, _out_tensor())
-    assert cell["verdict"] == verdict
-    assert cell["details"]["vs_keras"]["max_steps"] == offset
+    assert cell.verdict.value == verdict
+    assert cell.details.vs_keras.max_steps == offset
 
 
 def test_numeric_reference_outlier_is_named_not_failed():
@@ -61,8 +65,9 @@ def test_numeric_reference_outlier_is_named_not_failed():
     device = np.zeros((2, 4), np.int8)           # agrees with Keras
     reference = np.full((2, 4), 5, np.int8)      # the reference kernel is off by 5
     cell = stages.numeric_stage(Role.HOST_CPU, device, reference, "", keras_out, _out_tensor())
-    assert cell["verdict"] == "WARN"
-    assert "reference kernels are the further" in cell["reason"]
+    assert cell.verdict is Verdict.WARN
+    assert "reference kernels are the further" in cell.reason
+    assert cell.details.reference_vs_keras == StepDistance(5, 5.0)
 
 
 def test_numeric_device_far_from_both_fails():
@@ -70,14 +75,14 @@ def test_numeric_device_far_from_both_fails():
     device = np.full((2, 4), 9, np.int8)
     reference = np.zeros((2, 4), np.int8)
     cell = stages.numeric_stage(Role.ACCELERATOR, device, reference, "", keras_out, _out_tensor())
-    assert cell["verdict"] == "FAIL"
-    assert "max 9 step" in cell["reason"]
+    assert cell.verdict is Verdict.FAIL
+    assert "max 9 step" in cell.reason
 
 
 def test_numeric_float_output_is_skipped():
     cell = stages.numeric_stage(Role.HOST_CPU, np.zeros((1, 4), np.float32), None, "", np.zeros((1, 4)),
                                 _out_tensor(dtype="float32"))
-    assert cell["verdict"] == "SKIP" and "float32" in cell["reason"]
+    assert cell.verdict is Verdict.SKIP and "float32" in cell.reason
 
 
 # -- delegation verdicts --------------------------------------------------------------------------
@@ -86,12 +91,12 @@ def test_delegation_verdicts():
     part = Delegation("xnnpack", ops_total=4, ops_delegated=1, fallback=[("SOFTMAX", "builtin")])
     none_cpu = Delegation("xnnpack", ops_total=2, ops_delegated=0, fallback=[("TRANSPOSE_CONV", "x")])
     none_tpu = Delegation("edgetpu", ops_total=2, ops_delegated=0, fallback=[("LOGISTIC", "x")])
-    assert stages.delegated_stage(Role.HOST_CPU, full)["verdict"] == "PASS"
+    assert stages.delegated_stage(Role.HOST_CPU, full).verdict is Verdict.PASS
     cell = stages.delegated_stage(Role.HOST_CPU, part)
-    assert cell["verdict"] == "WARN" and "SOFTMAX" in cell["reason"] and "1/4" in cell["reason"]
-    assert stages.delegated_stage(Role.HOST_CPU, none_cpu)["verdict"] == "WARN"
-    assert stages.delegated_stage(Role.ACCELERATOR, none_tpu)["verdict"] == "FAIL"
-    assert stages.delegated_stage(Role.ORACLE, None)["verdict"] == "SKIP"
+    assert cell.verdict is Verdict.WARN and "SOFTMAX" in cell.reason and "1/4" in cell.reason
+    assert stages.delegated_stage(Role.HOST_CPU, none_cpu).verdict is Verdict.WARN
+    assert stages.delegated_stage(Role.ACCELERATOR, none_tpu).verdict is Verdict.FAIL
+    assert stages.delegated_stage(Role.ORACLE, None).verdict is Verdict.SKIP
 
 
 # -- documentation comparison ----------------------------------------------------------------------
@@ -101,17 +106,22 @@ def _entry(stages: dict, status="supported", predicts="PASS", claims=(), name="p
             "documented": {"status": status, "summary": "s", "predicts": {"qat": predicts}}}
 
 
+def _compare(entry: dict):
+    loaded = ProbeEntry.load(entry)
+    return stages.compare_with_documentation(loaded.documented, loaded.stages)
+
+
 def test_documentation_mismatch_is_explicit():
     went_through = _entry({"qat": "WARN", "convert": "PASS"}, "not in registry", "FAIL")
-    m = stages.compare_with_documentation(went_through)
-    assert m["agrees"] is False and m["note"].startswith("DIFFERS")
+    m = _compare(went_through)
+    assert m.agrees is False and m.note.startswith("DIFFERS") and "(WARN: qat said WARN)" in m.note
     broken_later = _entry({"qat": "PASS", "convert": "PASS", "int8": "FAIL"})
-    m = stages.compare_with_documentation(broken_later)
-    assert m["agrees"] is False and "int8" in m["note"]
+    m = _compare(broken_later)
+    assert m.agrees is False and "int8 is FAIL" in m.note
     refused = _entry({"qat": "FAIL"}, "not in registry", "FAIL")
-    assert stages.compare_with_documentation(refused)["agrees"] is True
+    assert _compare(refused).agrees is True
     errored = _entry({"qat": "ERROR"})
-    assert stages.compare_with_documentation(errored)["agrees"] is None
+    assert _compare(errored).agrees is None
 
 
 # -- claims ---------------------------------------------------------------------------------------
@@ -224,14 +234,15 @@ def run(tmp_path_factory):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), old]))
     messages = []
     try:
-        matrix = layers.run_layers(BUILTIN, ["cpu"], out, user_probes=USER, progress=messages.append,
+        report = layers.run_layers(BUILTIN, ["cpu"], out, user_probes=USER, progress=messages.append,
                                    timeout_s=HANG_TIMEOUT_S)
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
-    return {"matrix": matrix, "out": out, "messages": messages,
+    matrix = report.to_json()
+    return {"report": report, "matrix": matrix, "out": out, "messages": messages,
             "by_name": {p["name"]: p for p in matrix["probes"]}}
 
 
@@ -303,6 +314,9 @@ def test_crashing_hanging_and_broken_probes_are_errors_and_the_matrix_goes_on(ru
 def test_files_and_claims(run):
     out, matrix = run["out"], run["matrix"]
     on_disk = json.loads((out / "layers.json").read_text())
+    assert on_disk == json.loads(json.dumps(matrix))      # the file is the typed matrix's to_json
+    assert tree.load(on_disk).to_json() == on_disk        # ...and types again without a loss
+    assert stages.error_cells(on_disk) == stages.error_cells(run["report"]) != []
     assert on_disk["status"] == "complete" and len(on_disk["probes"]) == len(matrix["probes"])
     for entry in on_disk["probes"]:
         assert {"layer", "stages", "documented", "matches_documentation"} <= set(entry)
@@ -319,7 +333,7 @@ def test_files_and_claims(run):
     assert claims["M5-rnn"]["verdict"] == "PASS"            # LSTM refused cleanly
     assert claims["M1-api"]["verdict"] == "PASS"            # subclassed refused cleanly
     assert claims["M4-concat"]["verdict"] == "SKIP"         # no concat probe in this run
-    table = layers_report.render_table(matrix)
+    table = layers_report.render_table(run["report"])
     assert "conv2d_bn" in table and "M3-bn-fold" in table
     assert any("probes in" in m for m in run["messages"])
 
@@ -333,7 +347,7 @@ def test_accelerator_adapter_plugs_in_through_the_registry(tmp_path, monkeypatch
     launcher = write_launcher(tmp_path / "bin")  # the fake compiler, on this interpreter
     monkeypatch.setenv("PATH", f"{launcher.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("QAT_EDGETPU_SIM_UNMAPPABLE", "LOGISTIC")
-    m = layers.run_layers(["conv2d", "activation_sigmoid"], ["edgetpu"], tmp_path)
+    m = layers.run_layers(["conv2d", "activation_sigmoid"], ["edgetpu"], tmp_path).to_json()
     if not m["devices"]["edgetpu"]["available"]:
         pytest.skip(f"edgetpu adapter not usable here: {m['devices']['edgetpu']['reason']}")
     by = {p["name"]: p["stages"] for p in m["probes"]}

@@ -19,7 +19,7 @@ END_TO_END = ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense", "add", 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
     out = tmp_path_factory.mktemp("layers-full")
-    return layers.run_layers(None, ["cpu"], out), out
+    return layers.run_layers(None, ["cpu"], out).to_json(), out
 
 
 def test_every_probe_reaches_a_verdict_in_every_cell(matrix):

@@ -18,9 +18,13 @@ from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import RunResult
 from qat_harness.layers import matrix as layers
 from qat_harness.layers import report as layers_report
+from qat_harness.layers import tree
+from qat_harness.layers.cells import cells_json
+from qat_harness.layers.protocol import FloatModel, FloatModelFiles, ProbeLayer
 from qat_harness.layers.stages import error_cells
 from qat_harness.layers.tasks import make_tasks
 from qat_harness.recipes import catalog
+from qat_harness.results import Verdict
 
 PROBES = ["dense", "conv2d", "relu"]
 RECIPES = ["int4-weight", "16x8"]
@@ -36,8 +40,9 @@ def run(tmp_path_factory):
         pytest.skip("ai-edge-quantizer is not installed (extra 'quantizer')")
     out = tmp_path_factory.mktemp("layers-recipes")
     messages: list[str] = []
-    matrix = layers.run_layers(PROBES, DEVICES, out, progress=messages.append, recipes=RECIPES)
-    return {"matrix": matrix, "out": out, "messages": messages,
+    report = layers.run_layers(PROBES, DEVICES, out, progress=messages.append, recipes=RECIPES)
+    matrix = report.to_json()
+    return {"report": report, "matrix": matrix, "out": out, "messages": messages,
             "by_name": {p["name"]: p for p in matrix["probes"]}}
 
 
@@ -86,8 +91,9 @@ def test_every_device_runs_the_recipe_and_agreement_is_a_proportion(run):
 
 @needs_quantizer
 def test_the_matrix_files_keep_the_old_keys_and_add_the_recipe_table(run):
-    out, matrix = run["out"], run["matrix"]
+    out = run["out"]
     on_disk = json.loads((out / "layers.json").read_text())
+    assert on_disk == json.loads(json.dumps(run["matrix"]))
     axis = on_disk["recipe_axis"]
     assert list(axis["recipes"]) == RECIPES and axis["kernels"] == DEVICES
     assert not any("recipe" in k for k in on_disk["stage_keys"])
@@ -101,10 +107,11 @@ def test_the_matrix_files_keep_the_old_keys_and_add_the_recipe_table(run):
     assert "| dense | ✓ int4 · runs · agree" in recipes_part or "| dense | ~ int4 · runs · agree" in recipes_part
     assert "| relu | " in recipes_part and "no weights · runs" in recipes_part
     assert "Wilson interval wholly below 95%" in md and "`recipe:int4-weight:weights`" in md
-    table = layers_report.render_table(matrix)
+    assert tree.load(on_disk).to_json() == on_disk  # the recipe cells type again without a loss
+    table = layers_report.render_table(run["report"])
     assert "int4-weight" in table and "16x8" in table and "no weights" in table
     assert any("recipes: int4-weight" in m for m in run["messages"])
-    assert error_cells(matrix) == []
+    assert error_cells(run["report"]) == []
 
 
 # -- error paths, on the files the run made -------------------------------------------------------
@@ -114,12 +121,17 @@ def _axis(run, runner, cache_dir: Path, recipes=("int4-weight",), kernels=("cpu"
     return RecipeAxis(list(recipes), list(DEVICES), list(kernels), {}, set(), runner, cache_dir, 120.0)
 
 
-def _float_result(run, probe: str) -> dict:
+def _float_result(run, probe: str) -> FloatModel:
     work = run["out"] / "work" / probe
-    return {"verdict": "PASS", "reason": "float .tflite",
-            "files": {"float_tflite": str(work / "float.tflite"), "float_inputs": str(work / "float_inputs.npy"),
-                      "float_outputs": str(work / "float_outputs.npy")},
-            "layers": [{"name": "dense", "class": "Dense", "weights": 2, "tested": True}]}
+    return FloatModel(Verdict.PASS, "float .tflite",
+                      FloatModelFiles(str(work / "float.tflite"), str(work / "float_inputs.npy"),
+                                      str(work / "float_outputs.npy")),
+                      [ProbeLayer("dense", "Dense", 2, True)])
+
+
+def _judged(axis, run, tmp_path) -> dict:
+    """The recipe cells of the run's dense probe judged again, as layers.json states them."""
+    return cells_json(axis.judge("dense", _float_result(run, "dense"), True, tmp_path / "work"))
 
 
 def _real_runner(overrides: dict):
@@ -141,7 +153,8 @@ def _reversed_channels(result: RunResult) -> RunResult:
 def test_a_kernel_that_disagrees_fails_with_the_numbers(run, tmp_path):
     axis = _axis(run, _real_runner({"cpu": _reversed_channels}), tmp_path,
                  kernels=("cpu", "cpu-ref", "cpu-b"))
-    cells = axis.judge("dense", _float_result(run, "dense"), True, tmp_path / "work")
+    typed = axis.judge("dense", _float_result(run, "dense"), True, tmp_path / "work")
+    cells = cells_json(typed)
     odd = cells["cpu:recipe:int4-weight"]
     assert odd["verdict"] == "FAIL" and "kernels disagree" in odd["reason"], odd
     assert "top-1 agreement" in odd["reason"] and "max abs diff" in odd["reason"]
@@ -150,7 +163,7 @@ def test_a_kernel_that_disagrees_fails_with_the_numbers(run, tmp_path):
     assert ref["verdict"] == "PASS" and "cpu disagrees with the other kernels, not this one" in ref["reason"]
     k1 = cells["recipe:int4-weight:kernels"]
     assert k1["verdict"] == "FAIL" and k1["details"]["odd"] == ["cpu"]
-    assert "FAIL kernels disagree" in layers_report.recipe_cell({"recipe_stages": cells}, "int4-weight", DEVICES)
+    assert "FAIL kernels disagree" in layers_report.recipe_cell(typed, "int4-weight", DEVICES)
 
 
 @needs_quantizer
@@ -158,8 +171,7 @@ def test_a_crashing_kernel_and_an_aborting_quantizer_are_error_cells(run, tmp_pa
     def crash(_result):
         raise DeviceError("runtime crashed with SIGSEGV", kind="crash")
 
-    cells = _axis(run, _real_runner({"cpu": crash}), tmp_path).judge(
-        "dense", _float_result(run, "dense"), True, tmp_path / "work")
+    cells = _judged(_axis(run, _real_runner({"cpu": crash}), tmp_path), run, tmp_path)
     assert cells["cpu:recipe:int4-weight"] == {"verdict": "ERROR", "reason": "crash: runtime crashed with SIGSEGV"}
     assert cells["cpu-ref:recipe:int4-weight"]["verdict"] == "PASS"   # the other kernel still judged
     assert cells["recipe:int4-weight:kernels"]["verdict"] == "FAIL"  # K1: a crash where another runs it
@@ -168,8 +180,8 @@ def test_a_crashing_kernel_and_an_aborting_quantizer_are_error_cells(run, tmp_pa
     (tmp_path / "aborting_quantizer.py").write_text("import os\nos.abort()\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setattr(catalog, "WORKER", "aborting_quantizer")
-    cells = _axis(run, _real_runner({}), tmp_path / "cache", recipes=("int4-weight", "fp16-weights")).judge(
-        "dense", _float_result(run, "dense"), True, tmp_path / "work")
+    cells = _judged(_axis(run, _real_runner({}), tmp_path / "cache", recipes=("int4-weight", "fp16-weights")),
+                    run, tmp_path)
     for recipe in ("int4-weight", "fp16-weights"):  # each recipe its own cell; the matrix goes on
         convert = cells[f"recipe:{recipe}:convert"]
         assert convert["verdict"] == "ERROR" and "SIGABRT" in convert["reason"], convert
@@ -208,15 +220,16 @@ def test_without_the_quantizer_every_recipe_cell_is_a_skip_naming_the_extra(tmp_
     run.open_devices()
     child = _RecordingChild()
     entry = run.probe(tasks[0], child)
-    assert "float_model" not in child.requests[0]  # the probe child is not asked for the float model
-    cells = entry["recipe_stages"]
-    assert list(cells) == run.matrix["recipe_axis"]["stage_keys"] and len(cells) == 1 + 2 * 4
+    assert child.requests[0]["float_model"] is False  # the probe child is not asked for the float model
+    cells = entry.recipe_stages
+    assert list(cells) == run.matrix.recipe_axis.stage_keys and len(cells) == 1 + 2 * 4
     for key, c in cells.items():
-        assert c["verdict"] == "SKIP" and EXTRA in c["reason"], (key, c)
-    assert run.matrix["recipe_axis"]["quantizer_version"] is None
-    md = layers_report.markdown({**run.matrix, "probes": [entry]})
+        assert c.verdict is Verdict.SKIP and EXTRA in c.reason, (key, c)
+    assert run.matrix.recipe_axis.quantizer_version is None
+    run.matrix.probes = [entry]
+    md = layers_report.markdown(run.matrix)
     assert "| relu | · SKIP quantizer missing | · SKIP quantizer missing |" in md
-    assert error_cells({"probes": [entry]}) == []
+    assert error_cells(run.matrix) == []
 
 
 def test_without_recipes_the_matrix_asks_and_writes_nothing_new(tmp_path):
@@ -225,6 +238,8 @@ def test_without_recipes_the_matrix_asks_and_writes_nothing_new(tmp_path):
     run.open_devices()
     child = _RecordingChild()
     entry = run.probe(tasks[0], child)
-    assert "float_model" not in child.requests[0]
-    assert "recipe_stages" not in entry and "recipe_axis" not in run.matrix
-    assert "## Recipes" not in layers_report.markdown({**run.matrix, "probes": [entry]})
+    assert child.requests[0]["float_model"] is False
+    run.matrix.probes = [entry]
+    assert "recipe_stages" not in entry.to_json() and "recipe_axis" not in run.matrix.to_json()
+    assert entry.stages["qat"].verdict is Verdict.FAIL and entry.stages["cpu:runs"].verdict is Verdict.SKIP
+    assert "## Recipes" not in layers_report.markdown(run.matrix)

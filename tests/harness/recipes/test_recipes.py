@@ -65,7 +65,7 @@ def _dtypes(path: Path) -> set[str]:
 
 
 EXPECTED_DTYPE = {"int4-weight": "int4", "int4-dynamic": "int4", "int4-blockwise": "int4",
-                  "16x8": "int16", "fp16-weights": "float16", "int8-dynamic": "int8"}
+                  "16x8": "int16", "int8-static": "int8", "fp16-weights": "float16", "int8-dynamic": "int8"}
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))

@@ -76,8 +76,8 @@ def test_outlier_layer_is_the_quantization_culprit(models, tmp_path):
     result = run_trace(models["bad"]["float"], models["bad"]["int8"], models["x"], {"cpu": CpuDevice()}, tmp_path)
     print("outlier culprit:", result.culprit)
     assert result.culprit is not None
-    assert result.culprit["layer"] == "outlier" and result.culprit["stage"] == "quantization"
-    assert result.devices["cpu"]["status"] == "agrees" and len(result.devices["cpu"]["runs"]) == 1
+    assert result.culprit.layer == "outlier" and result.culprit.stage == "quantization"
+    assert result.devices["cpu"].status == "agrees" and len(result.devices["cpu"].runs) == 1
     data = json.loads((tmp_path / "trace.json").read_text())
     assert data["culprit"]["layer"] == "outlier"
     assert "outlier" in (tmp_path / "trace.md").read_text()
@@ -117,8 +117,8 @@ def test_bisection_names_the_departing_op(models, tmp_path):
     result = run_trace(models["clean"]["float"], models["clean"]["int8"], models["x"],
                        {"buggy": dev, "cpu": CpuDevice()}, tmp_path)
     print("bisection culprit:", result.culprit, "runs:", dev.calls, "ops:", len(info.ops))
-    assert result.culprit["stage"] == "device" and result.culprit["device"] == "buggy"
-    assert result.culprit["op"] == bad_op and result.devices["buggy"]["first_departing_op"] == bad_op
+    assert result.culprit.stage == "device" and result.culprit.device == "buggy"
+    assert result.culprit.op == bad_op and result.devices["buggy"].first_departing_op == bad_op
     assert dev.calls <= 1 + int(np.ceil(np.log2(len(info.ops))))
     assert result.quantization_culprit is None
     assert result.ops[bad_op].verdict == "FAIL"
@@ -138,18 +138,18 @@ def test_reverse_v2_on_openvino(models, tmp_path):
                        {"openvino": dev}, tmp_path)
     print("REVERSE_V2 culprit:", result.culprit)
     c = result.culprit
-    assert c["opcode"] == "REVERSE_V2" and c["stage"] == "device" and c["device"] == "openvino"
+    assert c.opcode == "REVERSE_V2" and c.stage == "device" and c.device == "openvino"
 
 
-def test_device_only_trace_and_matrix_link(models, tmp_path):
-    """The layer matrix's case: no float .tflite, the device stages only; the cell gets a link."""
-    from qat_harness.trace import command
+def test_device_only_trace_for_a_matrix_cell(models, tmp_path):
+    """The layer matrix's case: no float .tflite, the device stages only."""
+    from qat_harness.results import ClaimResult, Verdict
+    from qat_harness.trace import service
 
     dev = BuggyDevice(1)
-    result = command.trace_cell(models["clean"]["int8"], models["x"], "buggy", dev, tmp_path / "cell")
-    assert result.culprit["op"] == 1 and result.culprit["stage"] == "device"
-    stages = {"buggy:numeric": {"verdict": "FAIL", "reason": "x"}}
-    command.cell_link(stages, "buggy", result, tmp_path)
-    assert stages["buggy:numeric"]["trace"] == "cell/trace.md"
-    claims = [{"id": "A2-agreement", "model": "m", "device": "cpu", "verdict": "WARN"}]
-    assert command.needs_trace(claims, "m", "cpu") and not command.needs_trace(claims, "m", "cpu-ref")
+    result = service.trace_cell(models["clean"]["int8"], models["x"], "buggy", dev, tmp_path / "cell")
+    assert result.culprit.op == 1 and result.culprit.stage == "device"
+    assert result.markdown == tmp_path / "cell" / "trace.md" and result.markdown.exists()
+    assert result.float_path is None and any("no float model" in n for n in result.notes)
+    claims = [ClaimResult("A2-agreement", "m", "cpu", Verdict.WARN, 0.9, ">= 95%", "x")]
+    assert service.needs_trace(claims, "m", "cpu") and not service.needs_trace(claims, "m", "cpu-ref")

@@ -89,11 +89,11 @@ def test_outlier_is_named_quantization_from_the_qat_keras_model(models, tmp_path
     result = run_trace(m["float"], m["int8"], models["x"], {}, tmp_path, qat_keras=m["keras"])
     print("culprit:", result.culprit)
     assert result.keras_stage
-    assert result.culprit["layer"] == "outlier" and result.culprit["stage"] == "quantization"
-    assert "QAT Keras" in result.culprit["reason"]
+    assert result.culprit.layer == "outlier" and result.culprit.stage == "quantization"
+    assert "QAT Keras" in result.culprit.reason
     first = result.ops[0]
     # the fake-quant grid is the int8 grid: before the outlier, conversion changes nothing
-    assert first.layer == "conv_a" and first.conversion["mean_steps"] < 0.5
+    assert first.layer == "conv_a" and first.conversion.mean_steps < 0.5
     md = (tmp_path / "trace.md").read_text()
     assert "QAT Keras vs float" in md and "int8 ref vs QAT Keras" in md
 
@@ -104,16 +104,16 @@ def test_a_bias_the_converter_got_wrong_is_named_conversion(models, tmp_path):
     result = run_trace(m["float"], broken, models["x"], {}, tmp_path / "with", qat_keras=m["keras"])
     print("culprit:", result.culprit)
     assert result.culprit is not None
-    assert result.culprit["layer"] == "hidden" and result.culprit["stage"] == "conversion"
-    hidden = result.ops[result.culprit["op"]]
-    assert hidden.conversion["mean_steps"] > 20 and hidden.keras_qat["rel"] < 0.1
+    assert result.culprit.layer == "hidden" and result.culprit.stage == "conversion"
+    hidden = result.ops[result.culprit.op]
+    assert hidden.conversion.mean_steps > 20 and hidden.keras_qat.rel < 0.1
     nodes = json.loads((tmp_path / "with" / "trace_nodedata_conversion.json").read_text())
     assert nodes["results"][hidden.tensor_name]["value"] > 20
 
     # without the QAT Keras model the same fault can only be called quantization
     blind = run_trace(m["float"], broken, models["x"], {}, tmp_path / "without")
-    assert not blind.keras_stage and blind.culprit["layer"] == "hidden"
-    assert blind.culprit["stage"] == "quantization"
+    assert not blind.keras_stage and blind.culprit.layer == "hidden"
+    assert blind.culprit.stage == "quantization"
     assert any("no QAT Keras model" in n for n in blind.notes)
 
 
@@ -121,9 +121,9 @@ def test_the_unbroken_file_has_no_conversion_culprit(models, tmp_path):
     m = models["clean"]
     result = run_trace(m["float"], m["int8"], models["x"], {}, tmp_path, qat_keras=m["keras"])
     assert result.keras_stage
-    assert not (result.culprit or {}).get("stage") == "conversion"
+    assert result.culprit is None or result.culprit.stage != "conversion"
     # Dense(activation="softmax") is the model output: its value is not put on the logits op
     probs = [o for o in result.ops if o.layer == "probs"]
     assert probs and all(o.keras_qat is None for o in probs)
-    steps = [o.conversion["max_steps"] for o in result.ops if o.conversion]
+    steps = [o.conversion.max_steps for o in result.ops if o.conversion]
     assert steps and max(steps) <= 2, steps

@@ -3,8 +3,6 @@ version) is drawn as the text it is, never parsed as matplotlib mathtext, where 
 formula and a malformed one fails the page."""
 import pytest
 
-from qat_harness.trace.core import OpTrace, TraceResult
-from qat_harness.trace.output import write_plot
 from qat_harness.writers import plots
 from qat_harness.writers.trends import Point
 
@@ -25,18 +23,6 @@ def test_a_history_figure_draws_dollar_signs_as_text():
         speedup={"qat_vs_float": [Point(0, 2.0, 1.9, 2.1)]}, speedup_band=None,
         top1={"float": [Point(0, 0.9, 0.85, 0.95)]}, changes={1: f"openvino 1 -> {MATH}"}))
     assert figure.startswith("data:image/png;base64,")
-
-
-def test_a_trace_plot_names_a_culprit_layer_whose_name_holds_dollar_signs(tmp_path):
-    ops = [OpTrace(i, "CONV_2D", i, f"t{i}", MATH, [MATH], [1, 4], "int8", 0.1, 0,
-                   quant={"rel": 0.01 * (i + 1), "mean_steps": 0.5}, devices={MATH: {"max_steps": i}})
-           for i in range(3)]
-    result = TraceResult("float.tflite", "int8.tflite", 4,
-                         {"threshold_rel": 0.1, "jump_factor": 3.0, "threshold_steps": 2.0}, ops,
-                         {"op": 2, "opcode": "CONV_2D", "layer": MATH, "stage": "device", "reason": MATH},
-                         None, {MATH: {"status": "departs"}}, [])
-    path = write_plot(result, tmp_path)
-    assert path is not None and path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_outside_text_only_matplotlib_would_have_failed():

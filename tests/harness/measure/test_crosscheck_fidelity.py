@@ -3,8 +3,9 @@ accuracy verdicts of A1, the ceiling line and the cross-check's comparison, on s
 import numpy as np
 import pytest
 
-from qat_harness import claims, crosscheck, stats
+from qat_harness import claims, stats
 from qat_harness.devices.base import Delegation
+from qat_harness.measure import crosscheck
 from qat_harness.results import Verdict
 
 ROUNDS, RUNS_PER_BLOCK = 60, 9
