@@ -14,11 +14,9 @@ from qat_harness.claims import Agreement
 from qat_harness.claims.tolerances import TRACE_ODD_ONE_OUT_FACTOR
 from qat_harness.core import tflite
 from qat_harness.measure.difference import OutputDifference
-from qat_harness.record import codec
 from qat_harness.record.tree import TraceCulprit
 from qat_harness.results import ClaimResult, Verdict
 from qat_harness.trace import output, service
-from qat_harness.trace.command import LegacyTrace
 from qat_harness.trace.culprit import int8_culprit, name_culprit, set_verdicts
 from qat_harness.trace.measures import departs, device_difference, quant_error
 from qat_harness.trace.results import (
@@ -168,10 +166,6 @@ def test_what_the_run_keeps_of_a_trace(values, tmp_path):
     assert summary.markdown == str(tmp_path / "trace.md")
     assert summary.culprit == TraceCulprit(1, "FULLY_CONNECTED", "dense", "quantization",
                                            result.culprit.reason, None)
-    # the run's current reading of the old name gives the same
-    legacy = LegacyTrace(result)
-    assert legacy.files.get("markdown") == summary.markdown
-    assert codec.structure(TraceCulprit, legacy.culprit) == summary.culprit
 
 
 def test_which_verdicts_call_for_a_trace():
