@@ -6,16 +6,8 @@ interval straddles a bar, and WARN saying "too few examples" when even a perfect
 examples could not clear the bar (1/1 agreement has a 95% interval of 21%..100%: it proves
 nothing). Pure functions of counts, no I/O and no SciPy, so the claims can call them anywhere.
 
-How the claims use them (harness/claims.py, owned elsewhere)::
-
-    from qat_harness.evidence import judge_rate, judge_drop
-    # A2: agreement of int8 and float top-1 on n inputs
-    j = judge_rate(agree, n, pass_at=AGREEMENT_PASS, warn_at=AGREEMENT_WARN)
-    verdict, reason = j.verdict, f"{j.reason}"          # j.low / j.high for the report
-    # A1: accuracy drop in points, float vs int8, each right on k of n examples
-    j = judge_drop(float_right, int8_right, n, pass_within=ACCURACY_DROP_PASS,
-                   warn_within=ACCURACY_DROP_WARN)
-"""
+A2 (``claims.accuracy.Agreement``) judges int8/float agreement with ``judge_rate``; A1 judges
+its drop on a paired interval (``stats.paired_accuracy_difference``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -78,38 +70,3 @@ def judge_rate(successes: int, n: int, pass_at: float, warn_at: float) -> Judgem
         return Judgement("FAIL", rate, low, high, n, False, f"{text}: the whole interval is < {warn_at:.0%}")
     return Judgement("WARN", rate, low, high, n, False,
                      f"{text}: the interval does not clear {pass_at:.0%}")
-
-
-def newcombe_difference(a: int, b: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% interval of a/n - b/n from the two Wilson intervals (Newcombe's method 10;
-    it treats the two rates as independent, which is conservative for paired examples)."""
-    p1, p2 = a / n, b / n
-    l1, u1 = wilson(a, n, z)
-    l2, u2 = wilson(b, n, z)
-    d = p1 - p2
-    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
-            d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
-
-
-def judge_drop(float_right: int, int8_right: int, n: int, pass_within: float,
-               warn_within: float) -> Judgement:
-    """The accuracy drop float -> int8 in points (``pass_within`` / ``warn_within`` in
-    points): PASS when the interval's upper end is within ``pass_within``, FAIL when its
-    lower end is beyond ``warn_within``, WARN otherwise or when n is too small for an
-    interval narrower than ``pass_within`` on either side of no drop at all."""
-    if n < 1:
-        return Judgement("WARN", float("nan"), 0.0, 0.0, 0, True, "no examples: nothing to judge")
-    low, high = (100 * v for v in newcombe_difference(float_right, int8_right, n))
-    drop = 100 * (float_right - int8_right) / n
-    text = f"drop {drop:.2f} points on {n} examples (95% CI {low:.2f} to {high:.2f})"
-    best_case = 100 * newcombe_difference(float_right, float_right, n)[1]
-    if best_case > pass_within:
-        return Judgement("WARN", drop, low, high, n, True,
-                         f"{text}: too few examples to judge; even no drop at all could not be "
-                         f"told from a drop of {pass_within:g} points")
-    if high <= pass_within:
-        return Judgement("PASS", drop, low, high, n, False, f"{text}: within {pass_within:g} points")
-    if low > warn_within:
-        return Judgement("FAIL", drop, low, high, n, False, f"{text}: beyond {warn_within:g} points")
-    return Judgement("WARN", drop, low, high, n, False,
-                     f"{text}: the interval reaches past {pass_within:g} points")

@@ -25,6 +25,16 @@ class Subject:
     role: Role
     simulated: bool
     under_test: str                       # the variant the claims judge
+    label: str = "int8"                   # how its file reads (its scheme: 'int8', 'uint8', 'fp16-weights', ...)
+    float_file: bool = False              # the file under test is itself a float model
+
+    @property
+    def no_reference(self) -> str:
+        """Why a claim that compares with float cannot be judged here."""
+        if self.float_file:
+            return (f"the file is a {self.label} model: nothing quantized to compare with it "
+                    "(--recipes quantizes it and compares)")
+        return claims.NO_FLOAT_REFERENCE
 
 
 def reference_agreement(s: Subject, differences: tuple[OutputDifference, ...], not_run: str | None,
@@ -42,13 +52,13 @@ def outputs_against_float(s: Subject, top: TopOne | None, fidelity: list[Fidelit
         return [c.error(s.model, s.device, missing) for c in trio]
     if accuracy_skip:
         return [c.skip(s.model, s.device, accuracy_skip) for c in trio]
-    a3 = (claims.Fidelity.skip(s.model, s.device, claims.NO_FLOAT_REFERENCE) if fidelity is None else
+    a3 = (claims.Fidelity.skip(s.model, s.device, s.no_reference) if fidelity is None else
           claims.Fidelity.judge(s.model, s.device, claims.OutputFidelity(tuple(fidelity), s.simulated)))
     if top is None:
         why = "the model has no class-score output (A3 judges its outputs)"
         return [claims.Accuracy.skip(s.model, s.device, why), claims.Agreement.skip(s.model, s.device, why), a3]
     if top.agreement is None:
-        a2 = claims.Agreement.skip(s.model, s.device, claims.NO_FLOAT_REFERENCE)
+        a2 = claims.Agreement.skip(s.model, s.device, s.no_reference)
     else:
         a2 = claims.Agreement.judge(s.model, s.device, claims.TopOneAgreement(
             top.agreement, top.ptq_agreement, unit=top.unit, simulated=s.simulated, degenerate=top.degenerate))
@@ -63,7 +73,7 @@ def _accuracy(s: Subject, top: TopOne, build: BuildRecord | None) -> ClaimResult
         return claims.Accuracy.skip(s.model, s.device, "the dataset has no labels")
     if top.paired is None or top.baseline is None or s.under_test not in top.paired:
         mine = top.accuracy[s.under_test]
-        return claims.Accuracy.skip(s.model, s.device, f"{claims.NO_FLOAT_REFERENCE}: the {s.under_test} file's "
+        return claims.Accuracy.skip(s.model, s.device, f"{s.no_reference}: the {s.label} file's "
                                                        f"top-1 is {_interval(mine)}")
     context: dict[str, object] = {"float_keras_top1": build.float_keras_accuracy if build else None,
                                   "qat_keras_top1": build.qat_keras_accuracy if build else None,
@@ -94,7 +104,7 @@ def latency(s: Subject, measured: LatencyMeasurement | None, unavailable: str | 
         return claim.error(s.model, s.device, unavailable or "not timed"), None
     if measured.speedup is None:
         median = measured.summaries[s.under_test].median_ms
-        return claim.skip(s.model, s.device, f"{claims.NO_FLOAT_REFERENCE} (int8 latency measured: "
+        return claim.skip(s.model, s.device, f"{s.no_reference} ({s.label} latency measured: "
                                              f"median {median:.3f} ms)"), None
     ceiling = claims.ceiling(cpu_flags if on_host else None,
                              {v: delegation.get(v) for v in (Variant.FLOAT.value, s.under_test)},

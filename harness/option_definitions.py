@@ -121,6 +121,10 @@ RUN_OPTIONS = (
                                  help="how images become model input: mobilenet [-1,1], unit [0,1], raw 0..255, "
                                       "caffe, torch (default: the model's own, or read from its input "
                                       "quantization)")),
+    RunOption("task", dict(default=None, metavar="TASK",
+                           help="what the model does, where its outputs do not say: classification (outputs "
+                                "without a softmax judged on top-1), regression or dense (judged on their "
+                                "fidelity to float) (default: read from each output's shape, op and the labels)")),
     RunOption("limit_per_class", dict(type=at_least(1), default=None, help="images read per class of --dataset")),
     RunOption("eval_limit", dict(type=at_least(1), default=None, help="cap on evaluation examples")),
     RunOption("warmup", dict(type=at_least(0), default=5, help="warm-up runs per model before timing")),
@@ -198,7 +202,7 @@ def run_options(value: Callable[[str], Any], out: Path,
         models=models, devices=devices, out=out, num_threads=value("threads"), input_size=value("input_size"),
         default_input_sizes=DEFAULT_INPUT_SIZES if value("models") is None else {},
         weights=weights, dataset=dataset, labels=labels, preprocess=preprocess, float_model=value("float_model"),
-        limit_per_class=value("limit_per_class"), eval_limit=value("eval_limit"),
+        task=value("task"), limit_per_class=value("limit_per_class"), eval_limit=value("eval_limit"),
         bench=BenchSettings(warmup_runs=value("warmup"), min_runs=value("min_runs"),
                             min_seconds=value("min_seconds"), num_threads=value("threads")),
         cache_dir=value("cache_dir"), use_cache=not value("no_cache"),

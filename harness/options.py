@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qat_harness.core.errors import UsageError
 from qat_harness.devices.base import BenchSettings
+from qat_harness.measure.output_kinds import Task
 
 #: A device option's value, typed by the option's declaration (``devices.base.DeviceOption``).
 DeviceOptionValue = str | int | float | bool | None
@@ -26,6 +27,7 @@ class RunOptions:
     limit_per_class: int | None = None
     labels: str | None = None          # class names, one per line (index = line)
     preprocess: str | None = None      # a scheme of models.datasets.PREPROCESS
+    task: str | None = None            # --task: a measure.output_kinds.Task (None: read from each output)
     float_model: str | None = None     # the float reference of a single .tflite entry
     eval_limit: int | None = None      # cap on evaluation examples (None: the whole split)
     oracle_limit: int = 64             # examples compared with the reference kernels
@@ -36,7 +38,7 @@ class RunOptions:
     device_options: dict[str, dict[str, DeviceOptionValue]] = dataclasses.field(default_factory=dict)
     run_timeout_s: float = 600.0
     build_timeout_s: float = 7200.0
-    check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached)
+    check_bit_widths: bool = True      # claim C6 (a small QAT probe, cached), with the guide's models
     cross_check: bool = False          # time the files with LiteRT's native tool too
     recipes: list[str] = dataclasses.field(default_factory=list)  # --recipes (recipes.catalog)
     trace: bool = True                 # trace a model x device whose agreement is WARN/FAIL
@@ -52,3 +54,5 @@ class RunOptions:
             raise UsageError("the thread count and oracle limit must be at least 1")
         if not self.models:
             raise UsageError("no models given")
+        if self.task is not None and self.task not in {t.value for t in Task}:
+            raise UsageError(f"--task must be one of {', '.join(t.value for t in Task)}, got {self.task!r}")

@@ -7,8 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import cast
 
-from qat_harness.build.artifacts import QatKerasModel, build_artifacts, describe_model, get_artifacts
+from qat_harness.build import qat_precheck
+from qat_harness.build.artifacts import NotBuildable, QatKerasModel, build_artifacts, describe_model, get_artifacts
 from qat_harness.build.cache import ArtifactCache
+from qat_harness.build.keras3_preprocessing import FloatPreprocessing
 from qat_harness.claims import tolerances
 from qat_harness.core import tflite
 from qat_harness.core.errors import UsageError
@@ -132,7 +134,7 @@ def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
     specs = [_spec_from_tensor(infos["int8"].tensor(i)) for i in infos["int8"].inputs]
     given = user_data(specs, data_opts, trains=False)  # nothing is trained on a .tflite
     data = given.data
-    skip = _accuracy_skip(data, has_float=source.float_path is not None)
+    skip = _accuracy_skip(data)
     description = (f"user .tflite {source.path.name}"
                    + (f" with float reference {source.float_path.name}" if source.float_path else ""))
     config = {"source": source.kind.value, "path": str(source.path),
@@ -142,8 +144,17 @@ def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
 
 
 def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedModel:
+    if source.kind is SourceKind.KERAS3_FILE:
+        assert source.path is not None  # a Keras 3 source always names its file (sources.parse_models)
+        qat_precheck.refuse_unbuildable(source.path)  # from the config, before anything loads
     progress(f"{source.label}: loading the model")
-    signature, factory_data = describe_model(source.request(), workdir / "describe", timeout_s)
+    try:
+        signature, factory_data = describe_model(source.request(), workdir / "describe", timeout_s)
+    except UsageError as exc:  # what translation finds only with the model loaded: the model's row too
+        if source.kind is SourceKind.KERAS3_FILE:
+            raise NotBuildable(qat_precheck.translation_refusal(str(exc))) from None
+        raise
+    preprocessing = FloatPreprocessing.from_json(signature.get("float_preprocessing"))
     specs = [InputSpec(f"input_{i}", tuple(-1 if d is None else int(d) for d in s["shape"][1:]), "float32")
              for i, s in enumerate(signature["inputs"])]
     for spec in specs:
@@ -155,6 +166,8 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
         data_opts = dataclasses.replace(data_opts, dataset=str(factory_data))
     single_output = len(signature["outputs"]) == 1
     given = user_data(specs, data_opts, trains=single_output)  # QAT fine-tunes a one-output model
+    if preprocessing.steps:
+        given = _float_preprocessed(given, specs[0], preprocessing)
     data = given.data
     settings = TrainSettings()
     labelled_train = data.x_train is not None and data.y_train is not None
@@ -172,13 +185,26 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                      "cache cannot recognise it, so it is rebuilt on every run")
     kinds = {SourceKind.KERAS_FILE: "tf_keras model", SourceKind.KERAS3_FILE: "Keras 3 model (translated)",
              SourceKind.FACTORY: "tf_keras model from a factory"}
-    return PreparedModel(source.label, source, f"user {kinds[source.kind]} {source.label}",
+    description = f"user {kinds[source.kind]} {source.label}"
+    if preprocessing.steps:
+        description += f", after float pre-processing outside the quantized graph: {preprocessing.text}"
+    return PreparedModel(source.label, source, description,
                          {"source": source.kind.value, "path": str(source.path) if source.path else None,
                           "ref": source.ref, "plan": plan}, data, given.note, dict(artifacts.files),
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
-                         _accuracy_skip(data, has_float=True), notes,
+                         _accuracy_skip(data), notes,
                          signature.get("input_names") or None, artifacts.qat_keras, given.feeds)
+
+
+def _float_preprocessed(given: UserData, spec: InputSpec, preprocessing: FloatPreprocessing) -> UserData:
+    """A Keras 3 model's data through its leading preprocessing layers, which the build left
+    out of the quantized model (``build.keras3_preprocessing``): every variant takes what they
+    produce. The feed of the one input then says the range the files are given."""
+    data = given.data.with_inputs(lambda index, array: preprocessing.apply(array) if index == 0 else array)
+    feed = tflite.input_feed(spec.name, spec.dtype, spec.scale, spec.zero_point, data.input_arrays(0))
+    return UserData(data, f"{given.note}; then the model's {preprocessing.text}, in float",
+                    [feed, *given.feeds[1:]], given.warnings)
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -296,12 +322,9 @@ def _check_shapes(data: Dataset, specs: list[InputSpec], path: Path) -> None:
                              f"model input {spec.name} of shape {list(spec.shape)}")
 
 
-def _accuracy_skip(data: Dataset, has_float: bool) -> str | None:
+def _accuracy_skip(data: Dataset) -> str | None:
     """Why no output-based claim means anything here. A file given alone is still evaluated:
     its top-1 against the labels needs no float model (the claims that do say so themselves)."""
-    if not has_float and not data.labels_meaningful:
-        return ("no float reference: give the float model as --float-model FLOAT.tflite or "
-                "--models int8.tflite=float.tflite")
     if data.name == "synthetic":
         return "no evaluation data: give --dataset (an image folder or an .npz with x and y)"
     return None

@@ -12,7 +12,9 @@ Each comma-separated entry is one of:
 4. ``module:function``, a Python factory returning a tf_keras model, or ``(model, dataset)``;
    this imports and runs the user's code, by the user's request;
 5. a Keras 3 ``.keras`` archive, translated layer by layer into tf_keras (tfmot quantizes
-   nothing else), checked against the original before QAT.
+   nothing else), checked against the original before QAT. A model that cannot be translated
+   or quantized is not a wrong entry: it is refused when its turn comes
+   (``build.qat_precheck``), as that model's error row, and the run goes on.
 
 Resolution reads files only as data (flatbuffer identifier, HDF5 signature, the JSON inside a
 ``.keras`` zip); it never imports TensorFlow or runs the user's code. Every problem is a
@@ -148,8 +150,7 @@ def _keras_archive(entry: str, path: Path) -> ModelSource:
     from qat_harness.build import config_guard, keras3
 
     archive = keras3.read_keras_archive(path)
-    if archive.is_keras3:
-        keras3.check_translatable(archive)
+    if archive.is_keras3:  # whether it translates and quantizes is the model's own row of the run
         return ModelSource(SourceKind.KERAS3_FILE, path.name, entry, path=path.resolve())
     code = config_guard.find_code(archive.config)  # the builder child checks again, with tf_keras
     if code is not None:

@@ -2,7 +2,7 @@
 on USB / PCIe, and the ``device`` strings libedgetpu accepts.
 
 Also a child-process entry point (``python -m qat_harness.devices.edgetpu.runtime req resp``,
-see ``devices.isolation``) that loads libedgetpu to ask its version and list its devices:
+run through ``core.child``) that loads libedgetpu to ask its version and list its devices:
 loading a vendor runtime never happens in the harness's own process.
 """
 from __future__ import annotations

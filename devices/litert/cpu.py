@@ -110,11 +110,13 @@ def _explain_custom_ops(exc: DeviceError) -> DeviceError:
     if not match:
         return exc
     op = match.group(1)
-    where = (" (a model compiled by edgetpu_compiler: run it with --devices edgetpu, or give "
-             "the uncompiled .tflite)" if op == "edgetpu-custom-op" else
-             " (run it where that op is implemented, or give a model without it)")
-    return DeviceError(f"the model's work is in custom op '{op}', which LiteRT on the host CPU "
-                       f"cannot run{where}", kind="unsupported")
+    if op == "edgetpu-custom-op":  # only edgetpu_compiler puts a whole graph in one custom op
+        return DeviceError(f"the model's work is in custom op '{op}', which LiteRT on the host CPU cannot run "
+                           "(a model compiled by edgetpu_compiler: run it with --devices edgetpu, or give "
+                           "the uncompiled .tflite)", kind="unsupported")
+    return DeviceError(f"the model uses custom op '{op}', which LiteRT's built-in and reference kernels do "
+                       "not implement (run it where that op is registered, or give a model without it)",
+                       kind="unsupported")
 
 
 class CpuDevice(LiteRTDevice):

@@ -50,6 +50,11 @@ class BuildFailed(Exception):
     """The builder child crashed, hung or failed: the model's artifacts do not exist."""
 
 
+class NotBuildable(BuildFailed):
+    """The harness cannot build this model (a Keras 3 layer it cannot translate, a layer tfmot
+    cannot quantize): known before any build, and the run records it as the model's error row."""
+
+
 def train_plan(spec: ModelSpec, data: Dataset) -> dict:
     """What training happens, from the spec and what the data allows."""
     has_train = data.x_train is not None and data.labels_meaningful

@@ -37,18 +37,24 @@ CONTROL_VARIANT = "float_ft"
 
 def build_model(source: dict):
     """(float tf_keras model, dataset the source brings or None, notes) for a source."""
+    loaded = load_source(source)
+    return loaded.model, loaded.dataset, loaded.notes
+
+
+def load_source(source: dict):
+    """The source's float tf_keras model with what comes with it (``keras_loading.LoadedModel``)."""
+    from qat_harness.build import keras_loading
+
     if source["kind"] == "registry":
         from qat_harness.models import registry
         spec = registry.get(source["name"])
-        return spec.build(registry.ModelConfig(**source["config"])), None, []
-    from qat_harness.build import keras_loading
-
+        return keras_loading.LoadedModel(spec.build(registry.ModelConfig(**source["config"])))
     if source["kind"] == "factory":
         import tf_keras
 
         # unseeded initialisers then give the same model in every child: its digest keys the cache
         tf_keras.utils.set_random_seed(0)
-    return keras_loading.load_model(source)
+    return keras_loading.load(source)
 
 
 def describe(req: dict) -> dict:
@@ -57,9 +63,11 @@ def describe(req: dict) -> dict:
     from qat_harness.build import keras_loading
 
     keras2.enter()
-    model, dataset, notes = build_model(req["source"])
-    result = {**keras_loading.signature(model), "notes": notes, "has_dataset": dataset is not None,
-              "model_digest": fingerprint.model_digest(model)}  # what the cache key reads
+    loaded = load_source(req["source"])
+    model, dataset = loaded.model, loaded.dataset
+    result = {**keras_loading.signature(model), "notes": loaded.notes, "has_dataset": dataset is not None,
+              "model_digest": fingerprint.model_digest(model),  # what the cache key reads
+              "float_preprocessing": loaded.float_preprocessing.to_json()}
     if dataset is not None:
         np.savez(req["data_out"], **{k: np.asarray(v) for k, v in dataset.items()})
     return result

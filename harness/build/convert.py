@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from qat_harness.core import keras2
+from qat_harness.core.errors import one_line
 
 keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
 
@@ -50,12 +51,5 @@ def to_tflite(model, full_int8: bool, calibration: np.ndarray | None = None) -> 
     try:
         return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types
-        raise ConversionError(_first_line(exc)) from None
+        raise ConversionError(one_line(exc)) from None
 
-
-def _first_line(exc: Exception) -> str:
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line and not line.startswith(("<unknown>", "Traceback")):
-            return f"{type(exc).__name__}: {line[:300]}"
-    return type(exc).__name__

@@ -24,7 +24,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from qat_harness.build import keras3_preprocessing
 from qat_harness.build.config_guard import CodeInConfig, find_code, shown
+from qat_harness.build.keras3_preprocessing import layer_name as _layer_name
 from qat_harness.core.errors import UsageError, one_line
 
 # --- reading the archive (pure Python) --------------------------------------------------
@@ -184,10 +186,6 @@ def _is_custom(module: str | None, registered_name: str | None) -> bool:
 
 def _is_custom_entry(entry: dict) -> bool:
     return _is_custom(entry.get("module"), entry.get("registered_name"))
-
-
-def _layer_name(entry: dict) -> str:
-    return str(entry.get("name") or (entry.get("config") or {}).get("name") or "?")
 
 
 def _layer_infos(entries: list) -> tuple[LayerInfo, ...]:
@@ -356,6 +354,8 @@ class Translation:
     max_abs_diff: float  # largest |keras3 - tf_keras| over every output on the check batch
     n_layers: int  # layers rebuilt in tf_keras (InputLayers and nested models' layers included)
     notes: list[str]
+    # the leading Rescaling/Normalization layers, left out of ``model`` (applied to the data in float)
+    preprocessing: keras3_preprocessing.FloatPreprocessing = keras3_preprocessing.FloatPreprocessing()
 
 
 # Keras 3 options tf_keras does not have, with the value that makes them a no-op. A Keras 3
@@ -415,14 +415,18 @@ def translate(path: str | Path, check_batch: int = 8, tolerance: float = 1e-5) -
     check_translatable(archive)
     keras3_model = _load_keras3_model(archive.path)
     context = _Context(file=archive.path.name, notes=[f"written by Keras {archive.keras_version}"])
-    model = _translate_model(archive.config, keras3_model, context, prefix="")
+    split = keras3_preprocessing.split_config(archive.config)  # the leading Rescaling/Normalization
+    preprocessing = keras3_preprocessing.float_preprocessing(split, keras3_model)
+    model = _translate_model(split.model, keras3_model, context, prefix="")
     _copy_weights(context)
-    diff = _max_abs_output_diff(keras3_model, model, archive, check_batch, context)
+    diff = _max_abs_output_diff(keras3_model, model, archive, check_batch, context, preprocessing)
     if not diff <= tolerance:  # also catches NaN
         raise UsageError(f"{archive.path.name}: the tf_keras translation differs from the Keras 3 "
                          f"model by {diff:.3g} (max abs over {check_batch} seeded inputs; "
                          f"tolerance {tolerance:g})")
-    return Translation(model=model, max_abs_diff=diff, n_layers=context.n_layers, notes=context.notes)
+    return Translation(model=model, max_abs_diff=diff, n_layers=context.n_layers,
+                       notes=context.notes + ([preprocessing.note] if preprocessing.steps else []),
+                       preprocessing=preprocessing)
 
 
 def _load_keras3_model(path: Path):
@@ -660,13 +664,13 @@ def _copy_weights(context: _Context) -> None:
         layer.set_weights(keras3_layer.get_weights())
 
 
-def _max_abs_output_diff(keras3_model, model, archive: KerasArchive, batch: int,
-                         context: _Context) -> float:
+def _max_abs_output_diff(keras3_model, model, archive: KerasArchive, batch: int, context: _Context,
+                         preprocessing: keras3_preprocessing.FloatPreprocessing) -> float:
     import numpy as np
 
     inputs = _check_inputs(archive, batch, context)
     expected = _flatten(keras3_model(inputs, training=False))
-    actual = _flatten(model(inputs, training=False))
+    actual = _flatten(model(preprocessing.apply_to_inputs(inputs), training=False))
     if len(expected) != len(actual):
         raise UsageError(f"{archive.path.name}: the tf_keras translation has {len(actual)} "
                          f"outputs, the Keras 3 model {len(expected)}")

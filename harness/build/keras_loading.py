@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qat_harness.build import config_guard
+from qat_harness.build.keras3_preprocessing import FloatPreprocessing
 from qat_harness.core import keras2
 from qat_harness.core.errors import UsageError, one_line
 
@@ -28,12 +30,27 @@ from qat_harness.core.errors import UsageError, one_line
 USER_DIR_ENV = "QAT_HARNESS_USER_PATH"
 
 
+@dataclasses.dataclass
+class LoadedModel:
+    model: Any  # a tf_keras.Model
+    dataset: dict | None = None  # what a factory returned with the model
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # a Keras 3 model's leading preprocessing, left out of ``model``: the data goes through it first
+    float_preprocessing: FloatPreprocessing = FloatPreprocessing()
+
+
 def load_model(source: dict):
     """(tf_keras model, dataset or None, notes) for a builder-child source request."""
+    loaded = load(source)
+    return loaded.model, loaded.dataset, loaded.notes
+
+
+def load(source: dict) -> LoadedModel:
+    """A builder-child source request's model, with what came with it."""
     keras2.enter()
     kind, path = source["kind"], Path(source["path"]) if source.get("path") else None
     if kind == "keras_file":
-        return load_keras_file(path), None, []
+        return LoadedModel(load_keras_file(path))
     if kind == "keras3_file":
         from qat_harness.build import keras3
 
@@ -41,9 +58,9 @@ def load_model(source: dict):
         notes = [f"translated from Keras 3: {translation.n_layers} layers, outputs agree within "
                  f"{translation.max_abs_diff:.2g} (max abs difference on a seeded batch)",
                  *translation.notes]
-        return translation.model, None, notes
+        return LoadedModel(translation.model, None, notes, translation.preprocessing)
     if kind == "factory":
-        return call_factory(source["ref"])
+        return LoadedModel(*call_factory(source["ref"]))
     raise UsageError(f"unknown model source kind {kind!r}")
 
 

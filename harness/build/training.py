@@ -1,23 +1,12 @@
 """Float training and quantization-aware training (tfmot) of a reference model."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from qat_harness.core import keras2
 
 keras2.enter()  # Keras 2 before TensorFlow loads (this module runs in harness children)
 from qat_harness.core.errors import UsageError  # noqa: E402 - after keras2.enter(), on purpose
-
-
-@dataclasses.dataclass
-class TrainingRecord:
-    float_epochs: int = 0
-    qat_epochs: int = 0
-    float_train_accuracy: float | None = None
-    qat_train_accuracy: float | None = None
-    calibrated: str = ""  # how the QAT ranges were set when there was no fine-tune
 
 
 def check_supported_model(model) -> None:

@@ -4,6 +4,7 @@ LiteRT's reference kernels, the numeric oracle, compute (K2)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,11 @@ class KernelComparison:
     classes_predicted: dict[str, int]        # kernel -> how many distinct top-1 classes
     first_class: dict[str, int | None]       # kernel -> top-1 of the first input
     failed: dict[str, tuple[str, str]]       # kernel that did not run the file -> (kind, reason)
+    #: What decides which of two disagreeing kernels is wrong: each kernel's outputs on the file
+    #: against one common reference, named here ('float (on cpu-ref)', 'the reference kernels
+    #: (cpu-ref)'); None when there is none, and the majority of the kernels decides.
+    judged_against: str | None = None
+    from_reference: dict[str, OutputDifference] = dataclasses.field(default_factory=dict)
 
 
 class CrossKernelAgreement(Claim):
@@ -45,6 +51,10 @@ class CrossKernelAgreement(Claim):
     AGREEMENT_PASS = 0.99
     #: ...FAIL when a pair's Wilson interval lies wholly below this; WARN in between.
     AGREEMENT_FAIL = 0.95
+    #: Of two kernels in clear disagreement, the one whose error against the reference (float, or
+    #: the reference kernels) has at least this many dB more power (twice the error power) is
+    #: blamed; nearer than that, which of them is right cannot be told.
+    FURTHER_DB = 3.0
     expected = (f"every pair of kernels agrees on top-1 for >= {AGREEMENT_PASS:.0%} of inputs "
                 f"(FAIL when an interval lies below {AGREEMENT_FAIL:.0%})")
 
@@ -54,12 +64,32 @@ class CrossKernelAgreement(Claim):
         return pair.agreement.ci_high is not None and pair.agreement.ci_high < cls.AGREEMENT_FAIL
 
     @classmethod
-    def odd_ones(cls, m: KernelComparison) -> list[str]:
-        """The kernels that disagree with all others (while the others agree among themselves),
-        or give NaN where others do not."""
+    def further(cls, m: KernelComparison, pair: KernelPair) -> str | None:
+        """Of two kernels, the one clearly further from the comparison's reference (None when
+        neither is, or when one of them has no distance to it)."""
+        a, b = m.from_reference.get(pair.a), m.from_reference.get(pair.b)
+        if a is None or b is None:
+            return None
+        error_a, error_b = _error_db(a), _error_db(b)
+        if error_a - error_b >= cls.FURTHER_DB:
+            return pair.a
+        if error_b - error_a >= cls.FURTHER_DB:
+            return pair.b
+        return None
+
+    @classmethod
+    def blamed(cls, m: KernelComparison) -> list[str]:
+        """The kernels blamed for a disagreement: in every pair in clear disagreement, the kernel
+        further from the reference (float, else the reference kernels); by majority (the kernel
+        that disagrees with all others) only when there is no reference. And any kernel that gives
+        NaN where others do not."""
         bad = [p for p in m.pairs if cls.apart(p)]
-        odd = _odd_ones(m.kernels, bad)
-        return odd + [n for n in _nan_odd(m) if n not in odd]
+        if m.judged_against is None:
+            blamed = _odd_ones(m.kernels, bad)
+        else:
+            further = {cls.further(m, p) for p in bad}
+            blamed = [k for k in m.kernels if k in further]
+        return blamed + [n for n in _nan_odd(m) if n not in blamed]
 
     @classmethod
     def not_compared(cls, model: str, recipe: str, why: str) -> ClaimResult:
@@ -83,11 +113,13 @@ class CrossKernelAgreement(Claim):
         bad = [p for p in pairs if cls.apart(p)]
         weak = [p for p in pairs if p not in bad and (p.agreement.rate or 0) < cls.AGREEMENT_PASS]
         nan_odd = _nan_odd(m)
-        odd = cls.odd_ones(m)
+        odd = cls.blamed(m)
         failed = {k: f"{kind}: {reason}" for k, (kind, reason) in m.failed.items()}
         details: dict[str, Any] = {"recipe": m.recipe, "kernels": names,
                                    "pairs": [dataclasses.asdict(p) for p in pairs],
-                                   "odd": odd, "failed": failed, "classes_predicted": dict(m.classes_predicted)}
+                                   "odd": odd, "blamed_against": m.judged_against or "majority of the kernels",
+                                   "from_reference": {k: d.to_dict() for k, d in m.from_reference.items()},
+                                   "failed": failed, "classes_predicted": dict(m.classes_predicted)}
         measured = {f"{p.a}~{p.b}": round(p.agreement.rate or 0.0, 4) for p in pairs}
         if not names:
             return cls.result(model, device, Verdict.ERROR, measured, f"{m.recipe}: {cls.not_loaded(m.failed)}"[:600],
@@ -97,18 +129,31 @@ class CrossKernelAgreement(Claim):
         if bad or nan_odd:
             verdict = Verdict.FAIL
             for kernel in odd:
-                mine = [p for p in bad if kernel in (p.a, p.b)]
+                mine = [p for p in bad if kernel in (p.a, p.b)
+                        and (m.judged_against is None or cls.further(m, p) == kernel)]
                 vs = ", ".join(f"{p.b if p.a == kernel else p.a} ({p.agreement.rate:.1%} top-1 agreement, "
                                f"max abs diff {_fmt(p.max_abs)})" for p in mine)
                 text = f"{kernel} disagrees with {vs}" if vs else f"{kernel} gives NaN outputs"
+                if vs and m.judged_against is not None:
+                    nearer = [p.b if p.a == kernel else p.a for p in mine]
+                    text += (f" and is the further from {m.judged_against} ("
+                             + ", ".join(f"{k} {_closeness(m.from_reference[k])}" for k in [kernel, *nearer]) + ")")
                 others = [m.classes_predicted[n] for n in names if n != kernel]
                 if m.classes_predicted[kernel] == 1 and others and max(others) > 1:
                     text += f"; it returns class {m.first_class[kernel]} for every input"
                 parts.append(text)
             for p in bad:
-                if p.a not in odd and p.b not in odd:
-                    parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} top-1 agreement, "
-                                 f"max abs diff {_fmt(p.max_abs)}; which is right cannot be told from two kernels)")
+                if m.judged_against is None and (p.a in odd or p.b in odd):
+                    continue
+                if m.judged_against is not None and cls.further(m, p) is not None:
+                    continue
+                if m.judged_against is None or p.a not in m.from_reference or p.b not in m.from_reference:
+                    why = "which is right cannot be told from two kernels"
+                else:
+                    why = (f"both as far from {m.judged_against}: {p.a} {_closeness(m.from_reference[p.a])}, "
+                           f"{p.b} {_closeness(m.from_reference[p.b])}; which is right cannot be told")
+                parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} top-1 agreement, "
+                             f"max abs diff {_fmt(p.max_abs)}; {why})")
         elif weak:
             verdict = Verdict.WARN
             parts += [f"{p.a} vs {p.b}: {p.agreement.rate:.1%} top-1 agreement (interval "
@@ -158,9 +203,30 @@ def _nan_odd(m: KernelComparison) -> list[str]:
     return [n for n in m.nan_kernels if len(m.nan_kernels) < len(m.kernels)]
 
 
+def _error_db(d: OutputDifference) -> float:
+    """A kernel's error power against the reference, in dB of the reference's power (minus its
+    SQNR): every kernel of one comparison is measured against the same reference, so the
+    values compare. NaN is the furthest, identical the nearest."""
+    if d.max_abs is None or math.isnan(d.max_abs):
+        return math.inf
+    if d.max_abs == 0:
+        return -math.inf
+    if d.sqnr_db is not None:
+        return -d.sqnr_db
+    return 20 * math.log10(d.max_abs)   # the reference is zero everywhere: its power is no scale
+
+
+def _closeness(d: OutputDifference) -> str:
+    if d.max_abs is None or math.isnan(d.max_abs):
+        return "NaN"
+    if d.max_abs == 0:
+        return "identical"
+    return f"SQNR {d.sqnr_db:.1f} dB" if d.sqnr_db is not None else f"max abs {d.max_abs:.3g}"
+
+
 def _odd_ones(names: list[str], bad: list[KernelPair]) -> list[str]:
-    """Kernels in clear disagreement with every other kernel, when the others agree among
-    themselves (with two kernels nobody can be named)."""
+    """Without a reference, the majority: kernels in clear disagreement with every other kernel,
+    when the others agree among themselves (with two kernels nobody can be named)."""
     if len(names) < 3 or not bad:
         return []
     odd = []
@@ -247,7 +313,7 @@ class ReferenceAgreement(Claim):
         k = cls.steps_per_8bit_step(d)
         if (d.max_steps or 0) <= k:
             return 1.0
-        return max(0.0, 1.0 - max(0.0, (d.mean_steps or 0.0) - (1.0 - d.fraction_exact)) / k)
+        return max(d.fraction_exact, 1.0 - max(0.0, (d.mean_steps or 0.0) - (1.0 - d.fraction_exact)) / k)
 
     @classmethod
     def _judge_output(cls, d: OutputDifference) -> tuple[Verdict, str]:

@@ -169,6 +169,8 @@ class BatchNormFolding(_FileClaim):
         check judges what the file shows and says that it cannot know more."""
         if has_batchnorm is False:
             return cls.skip(model, ANY_DEVICE, "the model has no BatchNormalization")
+        if check.conv_ops == 0 and check.ok:  # nothing a BatchNorm could have folded into
+            return cls.skip(model, ANY_DEVICE, "the file has no Conv2D / DepthwiseConv2D: nothing to fold into")
         verdict = Verdict.PASS if check.ok else Verdict.FAIL
         reason = check.reason
         if has_batchnorm is None:
@@ -224,15 +226,22 @@ def judge_structure(model: str, facts: StructureFacts, loadability: Loadability)
     else:
         results = [Size.error(model, ANY_DEVICE, f"float or {label} model missing")]
     if facts.custom_ops:
-        why = (f"the model's work is inside custom op(s) {', '.join(c[7:] for c in facts.custom_ops)} "
-               "(a compiled model): its structure cannot be judged from the host; give the "
-               "uncompiled .tflite to judge it")
-        return results + [c.skip(model, ANY_DEVICE, why) for c in STRUCTURE[1:]]
+        return results + [c.skip(model, ANY_DEVICE, _custom_ops_reason(facts.custom_ops)) for c in STRUCTURE[1:]]
     if facts.full_integer is None or facts.per_axis is None or facts.bn_fold is None:
         return results + [c.error(model, ANY_DEVICE, f"no {label} model to inspect") for c in STRUCTURE[1:]]
     return results + [FullInteger.judge(model, facts.full_integer, facts.variant, loadability, facts.scheme),
                       PerAxis.judge(model, facts.per_axis, facts.variant, loadability, facts.scheme),
                       BatchNormFolding.judge(model, facts.bn_fold, facts.has_batchnorm, loadability)]
+
+
+def _custom_ops_reason(custom_ops: tuple[str, ...]) -> str:
+    """Only edgetpu_compiler's op holds a compiled model; any other custom op is the model's own."""
+    names = ", ".join(c.removeprefix("CUSTOM:") for c in custom_ops)
+    if "CUSTOM:edgetpu-custom-op" in custom_ops:
+        return (f"the model's work is inside custom op(s) {names} (a model compiled by edgetpu_compiler): "
+                "its structure cannot be judged from the host; give the uncompiled .tflite to judge it")
+    return (f"the model uses custom op(s) {names}, which the structure checks cannot read into: "
+            "C4, C5 and M3 are not judged on a graph with ops whose arithmetic they cannot see")
 
 
 def _float_file(model: str, scheme: QuantScheme) -> list[ClaimResult]:

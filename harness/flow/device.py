@@ -53,7 +53,9 @@ class DeviceRun:
         self.model, self.dev_name, self.dev = model, dev_name, dev
         self.name, self.ut, self.report = model.name, model.ut, model.report
         self.section = model.section.devices.setdefault(dev_name, DeviceSection(simulated=dev.simulated))
-        self.subject = judge.Subject(self.name, dev_name, dev.role, dev.simulated, self.ut)
+        scheme = (model.section.schemes or {}).get(self.ut)
+        self.subject = judge.Subject(self.name, dev_name, dev.role, dev.simulated, self.ut,
+                                     scheme.label if scheme else self.ut, bool(scheme and scheme.is_float))
         self.workdir = model.opts.out / "work" / safe_name(self.name) / dev_name
 
     def execute(self) -> None:
@@ -85,7 +87,7 @@ class DeviceRun:
                 differences = agreement.versus_reference(out[self.ut], oracle, m.info(self.ut))
                 section.vs_reference_kernels = differences[0]
                 section.vs_reference_kernels_outputs = list(differences) if len(differences) > 1 else None
-        not_run = None if self.ut in out else f"{self.ut} did not run: {self._why_not(self.ut)}"
+        not_run = None if self.ut in out else f"the {self._label(self.ut)} file did not run: {self._why_not(self.ut)}"
         self.report.add_claim(judge.reference_agreement(s, differences, not_run, m.section.oracle_error))
         if f"run:{Variant.FLOAT_FT}" in section.errors:
             self.report.note(self.name, f"the control arm did not run on {self.dev_name}")
@@ -103,9 +105,14 @@ class DeviceRun:
             if top is not None and top.accuracy is not None:
                 section.accuracy = top.accuracy
                 section.top1 = {v: p.rate for v, p in top.accuracy.items() if p.rate is not None}
-        why = f"{missing} did not run: {self._why_not(missing)}" if missing else None
+        why = f"the {self._label(missing)} file did not run: {self._why_not(missing)}" if missing else None
         for result in judge.outputs_against_float(s, top, fidelity, why, m.model.accuracy_skip, m.section.keras):
             self.report.add_claim(result)
+
+    def _label(self, variant: str) -> str:
+        """A variant as its file reads (a user's float file is never called int8)."""
+        schemes = self.model.section.schemes or {}
+        return schemes[variant].label if variant in schemes else variant
 
     def _why_not(self, variant: str) -> str:
         return self.section.errors.get(f"run:{variant}", "not run")

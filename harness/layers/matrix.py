@@ -118,7 +118,8 @@ class MatrixRun:
 
             kernels, skipped, simulated = self.devices.recipe_kernels()
             self.recipe_axis = RecipeAxis(self.recipes, self.device_names, kernels, skipped, simulated,
-                                          self.devices.run_file, default_dir() / "recipes", self.timeout_s)
+                                          self.devices.run_file, default_dir() / "recipes", self.timeout_s,
+                                          oracle=self.devices.oracle_name if self.devices.oracle is not None else None)
             self.matrix.recipe_axis = self.recipe_axis.describe()
 
     def _written(self) -> None:

@@ -220,7 +220,7 @@ def device_stage(run: KernelRun, cross: CrossKernel, runs: dict[str, KernelRun])
         kernels[other] = KernelPairDetails(pair.agreement, pair.max_abs)
         clearly_apart = CrossKernelAgreement.apart(pair)
         if clearly_apart and other in cross.odd:
-            parts.append(f"{other} disagrees with the other kernels, not this one")
+            parts.append(f"{other} is the further from float, not this one")
         elif clearly_apart:
             verdicts.append(FAIL)
             parts.append(f"kernels disagree: {run.device} vs {_pair_text(other, pair)}"

@@ -106,8 +106,9 @@ class RecipeAxis:
 
     def __init__(self, recipes: list[str], devices: list[str], kernels: list[str],
                  skipped: dict[str, str], simulated: set[str], runner: Runner, cache_dir: Path,
-                 timeout_s: float):
+                 timeout_s: float, oracle: str | None = None):
         self.recipes = check_recipes(recipes)
+        self.oracle = oracle   # the reference kernels' name among the kernels: K1 blames against float, or them
         self.devices, self.kernels = list(devices), list(kernels)
         self.skipped, self.simulated = dict(skipped), set(simulated)
         self.runner, self.timeout_s = runner, timeout_s
@@ -220,7 +221,9 @@ class RecipeAxis:
         ran = {n: r.outputs for n, r in runs.items() if r.outputs is not None}
         claim, cross = cross_kernel_claim(probe, recipe, {n: decision_rows(out) for n, out in ran.items()},
                                           {n: (r.error.kind, r.error.reason) for n, r in runs.items()
-                                           if r.error is not None})
+                                           if r.error is not None},
+                                          float_outputs=None if float_out is None else decision_rows(float_out),
+                                          oracle=self.oracle if self.oracle in ran else None)
         for run in runs.values():
             run.compare_with_float(float_out, float_tensor)
         cells = {device_key(name, recipe): device_stage(runs[name], cross, runs) if name in runs

@@ -132,7 +132,7 @@ def _drop_unread_float16(schema, m) -> None:
     float16 = schema.TensorType.FLOAT16
     for g, graph in enumerate(m.subgraphs):
         used = {i for op in graph.operators or [] for i in [*op.inputs, *op.outputs, *_listed(op.intermediates)]}
-        used |= {*(graph.inputs or []), *(graph.outputs or [])}
+        used |= {*_listed(graph.inputs), *_listed(graph.outputs)}
         keep = [i for i, t in enumerate(graph.tensors or []) if i in used or t.type != float16]
         if len(keep) == len(graph.tensors):
             continue

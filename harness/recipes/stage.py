@@ -10,7 +10,12 @@ and the output difference against it. Two kinds of verdicts come out:
   built-in kernels without delegates (``cpu-builtin``, added here), the reference kernels
   (``cpu-ref``) and OpenVINO when present. A kernel that disagrees with the others on the same
   file is a FAIL with the numbers (top-1 agreement between kernels, max abs difference),
-  whatever the recipe: the kernels implement one op set and one file has one meaning.
+  whatever the recipe: the kernels implement one op set and one file has one meaning. Which
+  kernel is wrong is told against float, not by majority: every kernel's outputs on the
+  recipe's file are compared with ONE float reference, the float file's outputs on the
+  reference kernels (on the first kernel that ran it when they did not), and of two kernels
+  that disagree the further is blamed. One reference for all, not float on the same kernel: a
+  kernel that computes the float file wrong as well would otherwise look right.
 - C6 (8-bit only) re-judged (``c6_claim``): which bit widths have a deployment path today
   (converts, loads, runs), which are smaller, faster and accurate, with a table for the report.
 
@@ -89,7 +94,7 @@ class RecipeDeviceResult:
 class CrossKernel:
     kernels: list[str]
     pairs: list[KernelPair]
-    odd: list[str]                                  # kernels that disagree with the others
+    odd: list[str]                                  # kernels blamed: further from float (or the oracle)
     failed: dict[str, str]                          # kernel -> why it did not run the file
 
 
@@ -169,6 +174,9 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
         if out is not None:
             outputs["float"][dev_name] = out
     float_any = next(iter(outputs["float"].values()), None)
+    oracle = _oracle_device(kernels)
+    float_on = oracle if oracle in outputs["float"] else next(iter(outputs["float"]), None)
+    float_target = outputs["float"].get(float_on) if float_on is not None else None
 
     results: dict[str, RecipeResult] = {}
     claims: list[ClaimResult] = []
@@ -205,7 +213,8 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
             if base is not None:
                 res.agreement = _agreement(out, base)
                 res.difference = output_difference(out.astype(np.float64), base.astype(np.float64))
-        claim, cross = cross_kernel_claim(model, name, outputs[name], errors)
+        claim, cross = cross_kernel_claim(model, name, outputs[name], errors, float_outputs=float_target,
+                                          float_on=float_on, oracle=oracle)
         rr.cross_kernel = cross
         claims.append(claim)
 
@@ -215,6 +224,11 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
     judged.claims.append(c6_claim(judged))
     judged.c6_table = c6_table(judged)
     return judged
+
+
+def _oracle_device(kernels: dict[str, Device]) -> str | None:
+    """The reference kernels among the kernels, if they are there."""
+    return next((name for name, dev in kernels.items() if dev.role is Role.ORACLE), None)
 
 
 def _reference_device(kernels: dict[str, Device]) -> str | None:
@@ -308,24 +322,46 @@ def _time_all(kernels, float_path, float_info, results, float_runs, x, num_threa
 
 # -- K1: cross-kernel agreement -----------------------------------------------------------------------
 def compare_kernels(recipe: str, outputs: dict[str, np.ndarray],
-                    errors: dict[str, tuple[str, str]] | None = None) -> KernelComparison:
-    """One file's outputs (float domain, examples first) on several kernels, pair by pair.
+                    errors: dict[str, tuple[str, str]] | None = None, *,
+                    float_outputs: np.ndarray | None = None, float_on: str | None = None,
+                    oracle: str | None = None) -> KernelComparison:
+    """One file's outputs (float domain, examples first) on several kernels, pair by pair, and
+    each kernel's against one reference that tells which of two disagreeing kernels is wrong:
+    ``float_outputs`` (the float file's outputs on kernel ``float_on``), else the outputs of the
+    reference kernels ``oracle`` on the same file, else none (the majority decides).
     ``errors`` maps a kernel that did not run the file to (kind, reason)."""
     names = list(outputs)
     pairs = [KernelPair(a, b, _agreement(outputs[a], outputs[b]), _max_abs(outputs[a], outputs[b]))
              for i, a in enumerate(names) for b in names[i + 1:]]
     top1 = {n: top1_of(outputs[n]) for n in names}
+    reference, against = None, None
+    if float_outputs is not None:
+        reference, against = float_outputs, f"float (on {float_on})" if float_on else "float"
+    elif oracle is not None and oracle in outputs:
+        reference, against = outputs[oracle], f"the reference kernels ({oracle})"
+    from_reference = {}
+    if reference is not None:
+        for n in names:
+            try:
+                from_reference[n] = output_difference(np.asarray(outputs[n], np.float64),
+                                                      np.asarray(reference, np.float64))
+            except ValueError:   # another shape than the reference's: no distance to it
+                continue
     return KernelComparison(recipe, names, pairs, [n for n in names if np.isnan(outputs[n]).any()],
                             {n: len(np.unique(t)) for n, t in top1.items()},
-                            {n: int(t[0]) if len(t) else None for n, t in top1.items()}, dict(errors or {}))
+                            {n: int(t[0]) if len(t) else None for n, t in top1.items()}, dict(errors or {}),
+                            against if from_reference else None, from_reference)
 
 
 def cross_kernel_claim(model: str, recipe: str, outputs: dict[str, np.ndarray],
-                       errors: dict[str, tuple[str, str]] | None = None) -> tuple[ClaimResult, CrossKernel]:
+                       errors: dict[str, tuple[str, str]] | None = None, *,
+                       float_outputs: np.ndarray | None = None, float_on: str | None = None,
+                       oracle: str | None = None) -> tuple[ClaimResult, CrossKernel]:
     """K1 on one file's outputs on several kernels (see ``compare_kernels``), and the record
     of the comparison."""
-    comparison = compare_kernels(recipe, outputs, errors)
-    cross = CrossKernel(comparison.kernels, comparison.pairs, CrossKernelAgreement.odd_ones(comparison),
+    comparison = compare_kernels(recipe, outputs, errors, float_outputs=float_outputs, float_on=float_on,
+                                 oracle=oracle)
+    cross = CrossKernel(comparison.kernels, comparison.pairs, CrossKernelAgreement.blamed(comparison),
                         {k: f"{kind}: {reason}" for k, (kind, reason) in comparison.failed.items()})
     return CrossKernelAgreement.judge(model, comparison), cross
 

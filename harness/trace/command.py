@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def cmd_trace(args: argparse.Namespace, devices: Mapping[str, Device], progress: Callable[[str], None] = print) -> int:
     """``devices``: the opened devices (name -> Device), every one available; closed here."""
+    from qat_harness.build.artifacts import BuildFailed
     from qat_harness.build.cache import ArtifactCache
     from qat_harness.preparation import DataOptions, prepare
     from qat_harness.record.folder import safe_name
@@ -56,8 +57,13 @@ def cmd_trace(args: argparse.Namespace, devices: Mapping[str, Device], progress:
     try:
         for source in parse_models(args.models):
             progress(f"{source.label}: preparing")
-            prepared = prepare(source, DataOptions(dataset=args.dataset), ArtifactCache(),
-                               out / "work" / safe_name(source.label), progress, args.input_size)
+            try:
+                prepared = prepare(source, DataOptions(dataset=args.dataset), ArtifactCache(),
+                                   out / "work" / safe_name(source.label), progress, args.input_size)
+            except BuildFailed as exc:  # this model cannot be built: said in one line, the others go on
+                progress(f"{source.label}: not traced: {exc}")
+                worst = max(worst, 2)
+                continue
             result = service.trace_prepared(prepared, devices, out / safe_name(source.label), args.examples,
                                             args.variant, thresholds)
             c = result.culprit

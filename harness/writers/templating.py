@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 
-from qat_harness.writers.text import format_measured, markdown, visible
+from qat_harness.writers.text import difference_line, format_measured, markdown, visible
 
 
 def _number(value, spec: str = ".3f") -> str:
@@ -27,7 +27,8 @@ def environment(autoescape: bool = True):
     env = Environment(loader=PackageLoader("qat_harness", "templates"), autoescape=autoescape,
                       trim_blocks=True, lstrip_blocks=True, undefined=ChainableUndefined,
                       finalize=visible)
-    env.filters.update(num=_number, verdict_class=_verdict_class, measured=format_measured, md=markdown)
+    env.filters.update(num=_number, verdict_class=_verdict_class, measured=format_measured, md=markdown,
+                       difference=difference_line)
     return env
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import re
 
+from qat_harness.measure.difference import OutputDifference
+
 #: C0, DEL and C1 controls, the Unicode line and paragraph separators, and lone surrogates
 #: (what a file name that is not UTF-8 decodes to: no page could be written with one)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -52,3 +54,13 @@ def format_measured(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "-"
     return str(value)
+
+
+def difference_line(diff: OutputDifference) -> str:
+    """One output's difference in its own domain; a float error relative to the output's range
+    (``OutputDifference.headline``), or, in a report recorded before the range was, absolute
+    and said to be."""
+    if diff.max_abs is not None and diff.max_rel is None:
+        return (f"max abs {diff.max_abs:.3g} (float; the output's range was not recorded), "
+                f"{diff.fraction_exact:.1%} identical")
+    return diff.headline

@@ -105,3 +105,13 @@ def test_a_float_file_is_never_called_int8(user_models, capsys, tmp_path):
         c = claim(report, cid, device="any")
         assert c["verdict"] == "SKIP" and "float32 file" in c["reason"], c
     assert "read from the file: **float32**" in md
+
+
+def test_a_users_file_is_not_judged_with_the_guides_bit_width_probe(user_models, capsys, tmp_path):
+    int8, flt, _ = user_models.classifier_pair()
+    out = tmp_path / "out"
+    code = cli.main(["run", "--devices", "cpu", "--out", str(out), "--models", f"{int8}={flt}",
+                     *[a for a in FAST if a != "--skip-bitwidth"]])
+    report = json.loads((out / "report.json").read_text())
+    assert code == 0
+    assert not [c for c in report["claims"] if c["model"] == "bitwidth-probe" or c["id"] == "C6-8bit-only"]
