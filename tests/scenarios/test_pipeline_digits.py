@@ -118,6 +118,12 @@ def test_a_corrupt_cached_artifact_is_named_and_rebuilt(first_run, tmp_path, cap
     assert _claim(report, "C4-full-int")["verdict"] == "PASS"
 
 
+#: claims whose stated expectation changed on purpose since the recording (issue 20: a uint8
+#: full-integer file is full-integer too)
+EXPECTED_SINCE = {"C4-full-int": "all ops and tensors integer (int8 or uint8, int32 biases), "
+                                 "int8 or uint8 input and output"}
+
+
 def test_report_carries_the_same_claims_as_before_the_architecture_change(first_run):
     """report.json from the harness before the results model / device plug-in rewrite (issue 7),
     recorded on digits_cnn with `--devices cpu,cpu-ref`, and a run now: the same claims with the
@@ -143,7 +149,7 @@ def test_report_carries_the_same_claims_as_before_the_architecture_change(first_
     for key, claim in old.items():
         if key[0] != "C2-cpu-latency":
             assert new[key]["verdict"] == claim["verdict"], (key, new[key]["reason"])
-            assert new[key]["expected"] == claim["expected"]
+            assert new[key]["expected"] == EXPECTED_SINCE.get(key[0], claim["expected"])
     assert new[("C1-size", "digits_cnn", "any")]["measured"] == old[("C1-size", "digits_cnn", "any")]["measured"]
     # the layout keeps every key it had (new features add keys, none is renamed or dropped)
     assert set(before) <= set(now)
