@@ -41,6 +41,9 @@ class KernelComparison:
     #: (cpu-ref)'); None when there is none, and the majority of the kernels decides.
     judged_against: str | None = None
     from_reference: dict[str, OutputDifference] = dataclasses.field(default_factory=dict)
+    #: what two kernels "agree" on: the same top-1 (class scores), or, for any other output, all
+    #: of an input's values within ``tolerances.KERNEL_VALUES_AGREE_REL`` of the output's range
+    unit: str = "top-1 agreement"
 
 
 class CrossKernelAgreement(Claim):
@@ -131,15 +134,15 @@ class CrossKernelAgreement(Claim):
             for kernel in odd:
                 mine = [p for p in bad if kernel in (p.a, p.b)
                         and (m.judged_against is None or cls.further(m, p) == kernel)]
-                vs = ", ".join(f"{p.b if p.a == kernel else p.a} ({p.agreement.rate:.1%} top-1 agreement, "
+                vs = ", ".join(f"{p.b if p.a == kernel else p.a} ({p.agreement.rate:.1%} {m.unit}, "
                                f"max abs diff {_fmt(p.max_abs)})" for p in mine)
                 text = f"{kernel} disagrees with {vs}" if vs else f"{kernel} gives NaN outputs"
                 if vs and m.judged_against is not None:
                     nearer = [p.b if p.a == kernel else p.a for p in mine]
                     text += (f" and is the further from {m.judged_against} ("
                              + ", ".join(f"{k} {_closeness(m.from_reference[k])}" for k in [kernel, *nearer]) + ")")
-                others = [m.classes_predicted[n] for n in names if n != kernel]
-                if m.classes_predicted[kernel] == 1 and others and max(others) > 1:
+                others = [m.classes_predicted[n] for n in names if n != kernel and n in m.classes_predicted]
+                if m.classes_predicted.get(kernel) == 1 and others and max(others) > 1:
                     text += f"; it returns class {m.first_class[kernel]} for every input"
                 parts.append(text)
             for p in bad:
@@ -152,11 +155,11 @@ class CrossKernelAgreement(Claim):
                 else:
                     why = (f"both as far from {m.judged_against}: {p.a} {_closeness(m.from_reference[p.a])}, "
                            f"{p.b} {_closeness(m.from_reference[p.b])}; which is right cannot be told")
-                parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} top-1 agreement, "
+                parts.append(f"{p.a} and {p.b} disagree ({p.agreement.rate:.1%} {m.unit}, "
                              f"max abs diff {_fmt(p.max_abs)}; {why})")
         elif weak:
             verdict = Verdict.WARN
-            parts += [f"{p.a} vs {p.b}: {p.agreement.rate:.1%} top-1 agreement (interval "
+            parts += [f"{p.a} vs {p.b}: {p.agreement.rate:.1%} {m.unit} (interval "
                       f"{p.agreement.ci_low:.1%}-{p.agreement.ci_high:.1%}), max abs diff {_fmt(p.max_abs)}"
                       for p in weak]
         if m.failed:
@@ -172,7 +175,7 @@ class CrossKernelAgreement(Claim):
                 reason = f"only {names[0]} ran the file: nothing to compare"
                 verdict = Verdict.SKIP
             else:
-                reason = (f"{', '.join(names)} agree on {m.recipe}: lowest pairwise top-1 agreement "
+                reason = (f"{', '.join(names)} agree on {m.recipe}: lowest pairwise {m.unit} "
                           f"{worst.agreement.rate:.1%} ({worst.a} vs {worst.b}), max abs diff "
                           f"{_fmt(max((p.max_abs or 0) for p in pairs))}")
         else:

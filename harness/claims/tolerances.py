@@ -28,3 +28,7 @@ FEED_CLIP_WARN = 0.01
 #: ...and more than this is refused in one line: the model would see mostly saturated inputs
 #: (raw 0..255 pixels quantized into a [-1, 1] input clip all but the darkest).
 FEED_CLIP_REFUSE = 0.5
+
+#: K1 and the recipes on an output that is not class scores (a box, a mask, a regression):
+#: two runs agree on an input when all its values are within this share of the output's range.
+KERNEL_VALUES_AGREE_REL = 0.01

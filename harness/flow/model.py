@@ -101,7 +101,8 @@ class ModelRun:
                                self.devices, self.eval_x(), self.cache.root, self.opts.num_threads,
                                labels=self.eval_y() if data.labels_meaningful else None,
                                calibration=take(data.x_train, 32) if data.x_train is not None else None,
-                               use_cache=self.cache.enabled, progress=self.progress)
+                               use_cache=self.cache.enabled, progress=self.progress,
+                               task=Task(self.opts.task) if self.opts.task else None)
         for claim in result.claims:
             self.add(claim)
         self.section.recipes = result

@@ -43,11 +43,13 @@ from qat_harness.claims import (
     KernelPair,
     OtherWidthRecipe,
 )
+from qat_harness.claims.tolerances import KERNEL_VALUES_AGREE_REL
 from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import BenchSettings, Device, Role
 from qat_harness.devices.litert.cpu import BuiltinKernelsDevice, LiteRTDevice
 from qat_harness.measure.difference import OutputDifference, output_difference
+from qat_harness.measure.output_kinds import OutputKind, Task, classify_outputs
 from qat_harness.recipes.catalog import (
     RECIPES,
     Calibration,
@@ -138,6 +140,7 @@ class RecipeResults:
     claims: list[ClaimResult]
     c6_table: C6Table | None = None
     reference_device: str | None = None             # where "agreement" and latency are headlined
+    agreement_unit: str = "top-1 agreement"         # what K1's agreement counts (``agreement_unit``)
 
 
 # -- the stage ---------------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
                   eval_inputs: np.ndarray | list[np.ndarray], workdir: Path, num_threads: int, *,
                   labels: np.ndarray | None = None, calibration: Calibration | None = None,
                   add_builtin: bool = True, timing: BenchSettings | None = None,
-                  use_cache: bool = True, progress=lambda msg: None) -> RecipeResults:
+                  use_cache: bool = True, task: Task | None = None, progress=lambda msg: None) -> RecipeResults:
     """Apply each recipe to ``float_path`` (cached in ``workdir / 'recipes'``), run it on every
     kernel with ``eval_inputs`` (float examples, the float model's domain: one array, or one per
     input in the .tflite's input order) and judge it. ``float_path`` is the run's float reference
@@ -166,6 +169,8 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
     float_path = Path(float_path)
     kernels = kernel_devices(devices, num_threads, add_builtin)
     float_info = tflite.inspect_model(float_path)
+    label_classes = int(np.max(labels)) + 1 if labels is not None and len(labels) else None
+    class_scores = classify_outputs(float_info, task, label_classes)[0].kind is OutputKind.CLASS_SCORES
     outputs: dict[str, dict[str, np.ndarray]] = {"float": {}}
     float_runs: dict[str, RecipeDeviceResult] = {}
     for dev_name, dev in kernels.items():
@@ -211,16 +216,17 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
             outputs[name][dev_name] = out
             base = outputs["float"].get(dev_name, float_any)
             if base is not None:
-                res.agreement = _agreement(out, base)
+                if class_scores:  # any other output is judged on its difference (SQNR) to float
+                    res.agreement = _agreement(out, base)
                 res.difference = output_difference(out.astype(np.float64), base.astype(np.float64))
         claim, cross = cross_kernel_claim(model, name, outputs[name], errors, float_outputs=float_target,
-                                          float_on=float_on, oracle=oracle)
+                                          float_on=float_on, oracle=oracle, class_scores=class_scores)
         rr.cross_kernel = cross
         claims.append(claim)
 
     _time_all(kernels, float_path, float_info, results, float_runs, eval_inputs, num_threads, timing, progress)
     judged = RecipeResults(model, float_path, float_info.size_bytes, float_runs, results, claims,
-                           reference_device=_reference_device(kernels))
+                           reference_device=_reference_device(kernels), agreement_unit=agreement_unit(class_scores))
     judged.claims.append(c6_claim(judged))
     judged.c6_table = c6_table(judged)
     return judged
@@ -268,9 +274,21 @@ def top1_of(out: np.ndarray) -> np.ndarray:
     return np.nanargmax(np.where(np.isnan(flat), -np.inf, flat), axis=1) if flat.size else np.zeros(0, int)
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> Proportion:
-    ta, tb = top1_of(a), top1_of(b)
-    return wilson_interval(int(np.sum(ta == tb)), len(ta))
+def _agreement(a: np.ndarray, b: np.ndarray, class_scores: bool = True) -> Proportion:
+    """How often two runs agree on an input: the same top-1 on class scores; on any other
+    output (a box, a mask), all of the input's values within a share of the output's range."""
+    if class_scores:
+        ta, tb = top1_of(a), top1_of(b)
+        return wilson_interval(int(np.sum(ta == tb)), len(ta))
+    fa, fb = (np.asarray(v, np.float64).reshape(len(v), -1) for v in (a, b))
+    scale = max(float(np.nanmax(np.abs(fb))) if fb.size else 0.0, 1e-12)
+    close = np.all(np.abs(fa - fb) <= KERNEL_VALUES_AGREE_REL * scale, axis=1)
+    return wilson_interval(int(np.sum(close)), len(close))
+
+
+def agreement_unit(class_scores: bool) -> str:
+    return ("top-1 agreement" if class_scores else
+            f"agreement within {KERNEL_VALUES_AGREE_REL:.0%} of the output's range")
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -324,16 +342,16 @@ def _time_all(kernels, float_path, float_info, results, float_runs, x, num_threa
 def compare_kernels(recipe: str, outputs: dict[str, np.ndarray],
                     errors: dict[str, tuple[str, str]] | None = None, *,
                     float_outputs: np.ndarray | None = None, float_on: str | None = None,
-                    oracle: str | None = None) -> KernelComparison:
+                    oracle: str | None = None, class_scores: bool = True) -> KernelComparison:
     """One file's outputs (float domain, examples first) on several kernels, pair by pair, and
     each kernel's against one reference that tells which of two disagreeing kernels is wrong:
     ``float_outputs`` (the float file's outputs on kernel ``float_on``), else the outputs of the
     reference kernels ``oracle`` on the same file, else none (the majority decides).
     ``errors`` maps a kernel that did not run the file to (kind, reason)."""
     names = list(outputs)
-    pairs = [KernelPair(a, b, _agreement(outputs[a], outputs[b]), _max_abs(outputs[a], outputs[b]))
+    pairs = [KernelPair(a, b, _agreement(outputs[a], outputs[b], class_scores), _max_abs(outputs[a], outputs[b]))
              for i, a in enumerate(names) for b in names[i + 1:]]
-    top1 = {n: top1_of(outputs[n]) for n in names}
+    top1 = {n: top1_of(outputs[n]) for n in names} if class_scores else {}
     reference, against = None, None
     if float_outputs is not None:
         reference, against = float_outputs, f"float (on {float_on})" if float_on else "float"
@@ -350,17 +368,17 @@ def compare_kernels(recipe: str, outputs: dict[str, np.ndarray],
     return KernelComparison(recipe, names, pairs, [n for n in names if np.isnan(outputs[n]).any()],
                             {n: len(np.unique(t)) for n, t in top1.items()},
                             {n: int(t[0]) if len(t) else None for n, t in top1.items()}, dict(errors or {}),
-                            against if from_reference else None, from_reference)
+                            against if from_reference else None, from_reference, agreement_unit(class_scores))
 
 
 def cross_kernel_claim(model: str, recipe: str, outputs: dict[str, np.ndarray],
                        errors: dict[str, tuple[str, str]] | None = None, *,
                        float_outputs: np.ndarray | None = None, float_on: str | None = None,
-                       oracle: str | None = None) -> tuple[ClaimResult, CrossKernel]:
+                       oracle: str | None = None, class_scores: bool = True) -> tuple[ClaimResult, CrossKernel]:
     """K1 on one file's outputs on several kernels (see ``compare_kernels``), and the record
     of the comparison."""
     comparison = compare_kernels(recipe, outputs, errors, float_outputs=float_outputs, float_on=float_on,
-                                 oracle=oracle)
+                                 oracle=oracle, class_scores=class_scores)
     cross = CrossKernel(comparison.kernels, comparison.pairs, CrossKernelAgreement.blamed(comparison),
                         {k: f"{kind}: {reason}" for k, (kind, reason) in comparison.failed.items()})
     return CrossKernelAgreement.judge(model, comparison), cross
@@ -420,7 +438,15 @@ def _not_loaded(rr: RecipeResult) -> str:
 
 
 C6_COLUMNS = ["recipe", "bits", "converts", "runs on", "size vs float", "latency vs float",
-              "top-1 agreement", "cross-kernel"]
+              "agreement with float", "cross-kernel"]
+
+
+def _agreement_cell(head: RecipeDeviceResult | None, unit: str) -> str:
+    if head and head.agreement:
+        return f"{head.agreement.rate:.1%} {unit} ({head.device})"
+    if head and head.difference and head.difference.sqnr_db is not None:
+        return f"SQNR {head.difference.sqnr_db:.1f} dB ({head.device})"
+    return "—"
 
 
 def c6_table(results: RecipeResults | list[RecipeResults]) -> C6Table:
@@ -457,8 +483,7 @@ def c6_table(results: RecipeResults | list[RecipeResults]) -> C6Table:
                 "runs on": (", ".join(ran_on) or "—") + (f" (not: {', '.join(failed)})" if failed else ""),
                 "size vs float": f"{rr.size_ratio:.2f}x" if rr.size_ratio is not None else "—",
                 "latency vs float": lat,
-                "top-1 agreement": (f"{head.agreement.rate:.1%} ({head.device})"
-                                    if head and head.agreement else "—"),
+                "agreement with float": _agreement_cell(head, res.agreement_unit),
                 "cross-kernel": k1.get((res.model, name), "—"),
             })
     return C6Table(list(C6_COLUMNS), rows)

@@ -115,3 +115,30 @@ def test_a_users_file_is_not_judged_with_the_guides_bit_width_probe(user_models,
     report = json.loads((out / "report.json").read_text())
     assert code == 0
     assert not [c for c in report["claims"] if c["model"] == "bitwidth-probe" or c["id"] == "C6-8bit-only"]
+
+
+def test_a_uint8_classifier_fed_its_own_bytes_gets_the_raw_runtimes_top1_on_every_device(
+        user_models, capsys, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = user_models.uint8_io_model()
+    x, y = (np.load(user_models.classifier_dataset_npz())[k] for k in ("x", "y"))
+    interpreter = Interpreter(model_path=str(model))
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scale, zero = inp["quantization"]
+    raw = np.clip(np.round(x / scale) + zero, 0, 255).astype(np.uint8)   # the model's own input bytes
+    npz = tmp_path / "bytes.npz"
+    np.savez(npz, x=raw, y=y)
+    interpreter.resize_tensor_input(inp["index"], [len(raw), *raw.shape[1:]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], raw)
+    interpreter.invoke()
+    raw_top1 = float(np.mean(np.argmax(interpreter.get_tensor(out["index"]), axis=-1) == y))
+
+    code, report, _ = run(capsys, tmp_path, "--models", str(model), "--dataset", str(npz), devices="cpu,cpu-ref")
+    assert code == 0
+    section = report["models"][model.name]
+    assert [f["scheme"] for f in section["dataset"]["feeds"]] == ["native"]
+    for device in ("cpu", "cpu-ref"):
+        accuracy = section["devices"][device]["accuracy"]["int8"]
+        assert accuracy["n"] == len(y) and accuracy["rate"] == pytest.approx(raw_top1, abs=1 / len(y)), device

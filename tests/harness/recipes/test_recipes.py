@@ -12,6 +12,7 @@ from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.core import tflite
 from qat_harness.devices.base import BenchSettings, RunResult
 from qat_harness.devices.litert.cpu import CpuDevice, CpuRefDevice
+from qat_harness.measure.output_kinds import Task
 from qat_harness.recipes import catalog
 from qat_harness.recipes.catalog import (
     RECIPES,
@@ -130,7 +131,7 @@ class LyingDevice(CpuDevice):
 def test_cross_kernel_verdict_names_the_kernel_that_disagrees(float_model, tmp_path):
     devices = {"cpu": CpuDevice(1), "cpu-ref": CpuRefDevice(), "cpu-liar": LyingDevice(1)}
     res = judge_recipes("tiny", float_model["path"], ["int4-weight"], devices, float_model["x"],
-                        tmp_path, 1, timing=FAST)
+                        tmp_path, 1, timing=FAST, task=Task.CLASSIFICATION)  # its head has no softmax
     k1 = next(c for c in res.claims if c.id == CrossKernelAgreement.id)
     assert k1.verdict is Verdict.FAIL, k1.reason
     assert k1.details["odd"] == ["cpu-liar"]

@@ -12,6 +12,7 @@ from qat_harness.claims import CrossKernelAgreement, EightBitOnly
 from qat_harness.core import tflite
 from qat_harness.devices.base import BenchSettings
 from qat_harness.devices.litert.cpu import CpuDevice, CpuRefDevice
+from qat_harness.measure.output_kinds import Task
 from qat_harness.recipes import catalog, stage
 from qat_harness.recipes.catalog import RecipeArtifact, apply_recipe
 from qat_harness.recipes.prepare import SIGNATURE_KEY, prepare
@@ -160,7 +161,8 @@ def test_int8_static_on_a_user_float_file_answers_what_int8_does(float_files, tm
     """judge_recipes given the user's float .tflite (fp16 weights): int8-static is calibrated on
     the run's data, stored W8A8, runs on every kernel, and agrees with float."""
     res = judge_recipes("fp16-user", float_files["fp16"], ["int8-static"], _devices(), float_files["x"],
-                        tmp_path, 1, calibration=float_files["x"][:16], timing=FAST)
+                        tmp_path, 1, calibration=float_files["x"][:16], timing=FAST,
+                        task=Task.CLASSIFICATION)  # a classifier whose head has no softmax
     rr = res.recipes["int8-static"]
     assert rr.artifact.converted, rr.artifact.error
     assert rr.bits == "W8A8"
