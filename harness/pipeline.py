@@ -17,7 +17,7 @@ from qat_harness.flow.model import ModelRun
 from qat_harness.options import RunOptions
 from qat_harness.record.report import Report
 from qat_harness.record.tree import RunReport
-from qat_harness.sources import ModelSource, SourceKind, parse_models
+from qat_harness.sources import ModelSource, judges_the_toolchain, parse_models
 from qat_harness.writers.pages import run_pages
 
 
@@ -39,9 +39,7 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: DeviceSet | None =
                 report.device(name, dev.describe())
             cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
             sources = parse_models(opts.models, opts.float_model)
-            # C6's 4-bit probe judges the guide, not a user's file: it runs beside the guide's models
-            guide = any(s.kind is SourceKind.REGISTRY for s in sources)
-            if opts.check_bit_widths and guide and not report.has_claim(claims.EightBitOnly.id):
+            if opts.check_bit_widths and judges_the_toolchain(sources) and not report.has_claim(claims.EightBitOnly.id):
                 from qat_harness.build import bitwidth
 
                 progress("C6: probing other bit widths (4-bit QAT)")

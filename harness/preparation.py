@@ -14,6 +14,7 @@ from qat_harness.build.keras3_preprocessing import FloatPreprocessing
 from qat_harness.claims import tolerances
 from qat_harness.core import tflite
 from qat_harness.core.errors import UsageError
+from qat_harness.measure.scheme import quantization_scheme
 from qat_harness.models import datasets
 from qat_harness.models.datasets import Dataset
 from qat_harness.models.registry import TrainSettings
@@ -134,7 +135,9 @@ def _tflite(source: ModelSource, data_opts: DataOptions) -> PreparedModel:
     specs = [_spec_from_tensor(infos["int8"].tensor(i)) for i in infos["int8"].inputs]
     given = user_data(specs, data_opts, trains=False)  # nothing is trained on a .tflite
     data = given.data
-    skip = _accuracy_skip(data)
+    # a float file given alone is its own float model: nothing else to ask for
+    skip = _accuracy_skip(data, has_float=source.float_path is not None
+                          or quantization_scheme(infos["int8"]).is_float)
     description = (f"user .tflite {source.path.name}"
                    + (f" with float reference {source.float_path.name}" if source.float_path else ""))
     config = {"source": source.kind.value, "path": str(source.path),
@@ -193,7 +196,7 @@ def _keras(source, data_opts, cache, workdir, progress, timeout_s) -> PreparedMo
                           "ref": source.ref, "plan": plan}, data, given.note, dict(artifacts.files),
                          "qat_int8", artifacts.metrics, artifacts.folder, artifacts.from_cache,
                          "BatchNormalization" in signature.get("layer_classes", []),
-                         _accuracy_skip(data), notes,
+                         _accuracy_skip(data, has_float=True), notes,
                          signature.get("input_names") or None, artifacts.qat_keras, given.feeds)
 
 
@@ -322,12 +325,14 @@ def _check_shapes(data: Dataset, specs: list[InputSpec], path: Path) -> None:
                              f"model input {spec.name} of shape {list(spec.shape)}")
 
 
-def _accuracy_skip(data: Dataset) -> str | None:
+def _accuracy_skip(data: Dataset, has_float: bool) -> str | None:
     """Why no output-based claim means anything here. A file given alone is still evaluated:
     its top-1 against the labels needs no float model (the claims that do say so themselves)."""
-    if data.name == "synthetic":
-        return "no evaluation data: give --dataset (an image folder or an .npz with x and y)"
-    return None
+    if data.name != "synthetic":
+        return None
+    give_float = "" if has_float else (" and, to compare with float, the float model as --float-model "
+                                       "FLOAT.tflite or --models int8.tflite=float.tflite")
+    return f"no evaluation data: give --dataset (an image folder or an .npz with x and y){give_float}"
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -62,6 +62,12 @@ class ModelSource:
                 "ref": self.ref, "label": self.label}
 
 
+def judges_the_toolchain(sources: list[ModelSource]) -> bool:
+    """Whether a run of these models judges the guide's toolchain claims (C6's bit-width probe):
+    only beside one of the guide's own models, never on a run of a user's files alone."""
+    return any(s.kind is SourceKind.REGISTRY for s in sources)
+
+
 def parse_models(entries: list[str], float_model: str | None = None) -> list[ModelSource]:
     if not entries:
         raise UsageError(f"--models is empty; give {FORMS}")
