@@ -15,7 +15,7 @@ from qat_harness.devices.base import Device, ModelInputs
 from qat_harness.devices.device_set import DeviceSet
 from qat_harness.flow.device import DeviceRun
 from qat_harness.measure.files import InspectedFiles, inspect_files
-from qat_harness.measure.output_kinds import OutputRole, Task, classify_outputs
+from qat_harness.measure.output_kinds import OutputRole, Task, classify_outputs, label_classes
 from qat_harness.options import RunOptions
 from qat_harness.preparation import DataOptions, PreparedModel, prepare, take
 from qat_harness.record import sections
@@ -136,9 +136,8 @@ class ModelRun:
         """What each output of the file under test is (class scores, ids, regression, dense)."""
         if self.section.outputs is None:
             y = self.model.data.y_eval if self.model.data.labels_meaningful else None
-            label_classes = int(np.max(y)) + 1 if y is not None and len(y) else None
             self.section.outputs = classify_outputs(self.info(self.ut),
-                                                    Task(self.opts.task) if self.opts.task else None, label_classes)
+                                                    Task(self.opts.task) if self.opts.task else None, label_classes(y))
         return self.section.outputs
 
     def oracle_outputs(self) -> list[np.ndarray] | None:

@@ -43,6 +43,11 @@ class OutputRole:
     why: str              # what decided it, for the report
 
 
+def label_classes(labels: np.ndarray | None) -> int | None:
+    """How many classes the labels name (class ids 0..max), None without labels."""
+    return int(np.max(labels)) + 1 if labels is not None and len(labels) else None
+
+
 def classify_outputs(info: tflite.ModelInfo, task: Task | None = None,
                      label_classes: int | None = None) -> list[OutputRole]:
     """``label_classes``: how many classes the labels name (None: no labels)."""

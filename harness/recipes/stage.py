@@ -49,7 +49,7 @@ from qat_harness.core.errors import DeviceError
 from qat_harness.devices.base import BenchSettings, Device, Role
 from qat_harness.devices.litert.cpu import BuiltinKernelsDevice, LiteRTDevice
 from qat_harness.measure.difference import OutputDifference, output_difference
-from qat_harness.measure.output_kinds import OutputKind, Task, classify_outputs
+from qat_harness.measure.output_kinds import OutputKind, Task, classify_outputs, label_classes
 from qat_harness.recipes.catalog import (
     RECIPES,
     Calibration,
@@ -169,8 +169,7 @@ def judge_recipes(model: str, float_path: Path, recipes: list[str], devices: dic
     float_path = Path(float_path)
     kernels = kernel_devices(devices, num_threads, add_builtin)
     float_info = tflite.inspect_model(float_path)
-    label_classes = int(np.max(labels)) + 1 if labels is not None and len(labels) else None
-    class_scores = classify_outputs(float_info, task, label_classes)[0].kind is OutputKind.CLASS_SCORES
+    class_scores = classify_outputs(float_info, task, label_classes(labels))[0].kind is OutputKind.CLASS_SCORES
     outputs: dict[str, dict[str, np.ndarray]] = {"float": {}}
     float_runs: dict[str, RecipeDeviceResult] = {}
     for dev_name, dev in kernels.items():
