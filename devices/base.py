@@ -9,7 +9,8 @@ declare their own flags:
 
 - ``name``: the ``--devices`` / ``--device`` key; ``description``: one line for listings;
 - ``role``: ``Role.HOST_CPU`` (judged on C2), ``Role.ACCELERATOR`` (judged on C3),
-  ``Role.ORACLE`` (the numeric reference; no latency claim) or ``Role.OVERHEAD``;
+  ``Role.ORACLE`` (the numeric reference; no latency claim), ``Role.EMULATED`` (an emulator's
+  kernels: numeric claims only, an emulator's timing is no hardware's) or ``Role.OVERHEAD``;
 - ``runs_on_host`` and ``kernel``: facts the run needs and must never guess from a name or a
   class: whether the device computes on this machine's CPU (its C2 ceiling is this CPU's, and
   its timing shares the host with every other such device), and which kernels compute the
@@ -54,6 +55,8 @@ class Role(str, enum.Enum):
     ACCELERATOR = "accelerator"
     ORACLE = "oracle"
     OVERHEAD = "overhead"
+    #: computed by an emulator (QEMU): numerics judged, latency never
+    EMULATED = "emulated"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,8 +193,19 @@ class Device(abc.ABC):
     runs_on_host: ClassVar[bool] = False
     #: which kernels compute the results, where one library's kernels are meant
     kernel: ClassVar[str | None] = None
+    #: None: runs a model mixing float32 and int8 ops as it is. Otherwise, one line on what
+    #: such a model costs here (an integer-only accelerator hands the float part to the CPU).
+    mixed_precision_cost: ClassVar[str | None] = None
     #: True when this adapter talks to a simulator of the test suite, never to hardware.
     simulated: bool = False
+
+    @property
+    def shares_host_cpu(self) -> bool:
+        """Does its work take this machine's CPU: it computes here, or a simulator computes for it
+        here? A run gives such devices the host one at a time, so that no latency is measured
+        under another device's load; the others (a phone over adb, an Edge TPU, a remote board)
+        run beside them and beside each other."""
+        return self.runs_on_host or self.simulated
 
     @abc.abstractmethod
     def probe(self) -> Availability:

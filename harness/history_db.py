@@ -16,7 +16,11 @@ that never ends keeps the process inside SQLite, where no Python signal handler 
   here runs SQL that defensive mode would stop: the statements are all ours);
 * SIGINT and SIGTERM stop a running query within a moment (a progress handler).
 
-A file that fails any of these is a one-line ``UsageError`` naming it."""
+A file that fails any of these is a one-line ``UsageError`` naming it.
+
+The schema is written here once (TABLES, ADDED_COLUMNS, SCHEMA_VERSION); ``schema_metadata``
+gives it as SQLAlchemy tables, which every query of ``history`` is written against and which a
+PostgreSQL history is created from (``history_store``)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +31,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
 
 from qat_harness.core.errors import UsageError
 
@@ -36,10 +42,12 @@ if TYPE_CHECKING:
 
     _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
+_C = TypeVar("_C")
+
 APPLICATION_ID = 0x51415448   # "QATH", in the header of every history this harness writes
 # What ``user_version`` says: 1 = the tables and columns below. A new column or table goes in
 # ADDED_COLUMNS / TABLES with the version raised; older files are brought up when written.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = (
     "CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, started TEXT NOT NULL,"
@@ -52,6 +60,15 @@ TABLES = (
     " kind TEXT, ratio REAL, ci_low REAL, ci_high REAL)",
     "CREATE TABLE IF NOT EXISTS accuracy (run_id INTEGER REFERENCES runs(id), model TEXT, device TEXT,"
     " variant TEXT, top1 REAL, n INTEGER)",
+    # 2: what the nightly gate needs of a night (compare.night_facts): the machine during each
+    # device's timing, the digest of each timed file (kept in files/ beside the history), and
+    # what the gate concluded (busy, confirmed regression and its cause)
+    "CREATE TABLE IF NOT EXISTS night_machine (run_id INTEGER REFERENCES runs(id), model TEXT,"
+    " device TEXT, busy INTEGER, reason TEXT, state TEXT)",
+    "CREATE TABLE IF NOT EXISTS night_files (run_id INTEGER REFERENCES runs(id), model TEXT,"
+    " variant TEXT, digest TEXT)",
+    "CREATE TABLE IF NOT EXISTS night_findings (run_id INTEGER REFERENCES runs(id), model TEXT,"
+    " device TEXT, kind TEXT, cause TEXT, text TEXT)",
 )
 
 # Columns added after the first schema: (table, column, type). Older files get them when written.
@@ -179,22 +196,38 @@ def writing(db_path: Path) -> Iterator[sqlite3.Connection]:
     """One transaction on the history at ``db_path`` (created when missing), checked to be
     ours, brought up to the current schema and stamped; committed when the block ends, rolled
     back if it raises."""
+    with write_locked(db_path, _as_is) as conn:
+        yield conn
+        conn.execute("COMMIT")
+
+
+def _as_is(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    return contextlib.nullcontext(conn)
+
+
+@contextlib.contextmanager
+def write_locked(db_path: Path,
+                 over: Callable[[sqlite3.Connection], contextlib.AbstractContextManager[_C]]) -> Iterator[_C]:
+    """A connection holding the write lock of the history at ``db_path`` (created when
+    missing), checked to be ours, brought up to the current schema and stamped, inside a
+    transaction the caller ends; rolled back if it has not when the block ends. ``over`` wraps
+    the connection before that transaction begins (a SQLAlchemy connection: it rolls back what
+    is open when it first connects). Errors raised as sqlite3's, from inside the block too,
+    are one line naming the file."""
     db_path = Path(db_path)
     if db_path.exists() and not db_path.is_file():
         raise UsageError(f"{db_path} is not a file; a nightly history is one SQLite file")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with _SignalsStopQueries() as guard, _errors_named(db_path), \
-            _connection(_uri(db_path, "rwc"), guard) as conn:
+            _connection(_uri(db_path, "rwc"), guard) as conn, over(conn) as wrapped:
         _begin_immediate(conn, guard)
         try:
             if _checked_version(conn, db_path) < SCHEMA_VERSION:
                 _migrate(conn)
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
+            yield wrapped
+        finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise
 
 
 def _begin_immediate(conn: sqlite3.Connection, guard: _SignalsStopQueries) -> None:
@@ -229,6 +262,34 @@ def _our_columns() -> dict[str, dict[str, tuple]]:
         _migrate(conn)
         return {table: _columns(conn, table) for (table,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+# How the declared types of TABLES / ADDED_COLUMNS read in SQLAlchemy. REAL is SQLite's 8-byte
+# float: ``Double``, so that PostgreSQL keeps the same precision (its REAL has 4 bytes).
+SQLALCHEMY_TYPES: dict[str, type[sa.types.TypeEngine]] = {
+    "INTEGER": sa.Integer, "TEXT": sa.Text, "REAL": sa.Double, "BLOB": sa.LargeBinary}
+
+
+@functools.cache
+def schema_metadata() -> sa.MetaData:
+    """The tables of TABLES / ADDED_COLUMNS as SQLAlchemy Core tables, read back from an
+    in-memory database built by them, so that the schema is written once: what every query is
+    written against, and what a PostgreSQL history is created from."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _migrate(conn)
+        metadata = sa.MetaData()
+        for table, columns in _our_columns().items():
+            references = {column: f"{target}.{key}" for _id, _seq, target, column, key, *_rest
+                          in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (table,))}
+            sa.Table(table, metadata, *(
+                sa.Column(name, SQLALCHEMY_TYPES[sql_type](),
+                          *([sa.ForeignKey(references[name])] if name in references else []),
+                          primary_key=bool(pk), nullable=not notnull)
+                for name, (sql_type, notnull, _default, pk) in columns.items()))
+        return metadata
     finally:
         conn.close()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qat_harness.core.errors import UsageError
+from qat_harness.shard import parse_shard
 
 if TYPE_CHECKING:
     from qat_harness.options import DeviceOptionValue, RunOptions
@@ -56,6 +57,24 @@ def models_list(value: str) -> list[str]:
     if not models:
         raise argparse.ArgumentTypeError("is empty; give at least one model (e.g. digits_cnn)")
     return models
+
+
+def history_location(value: str) -> Any:
+    """``--history``: a SQLite file's path, ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``
+    (a ``history_store.HistoryLocation``; a bad URL's error never repeats it: it may hold a password)."""
+    from qat_harness.history_store import locate  # SQLAlchemy is imported only when --history is given
+
+    try:
+        return locate(value)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_history_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """The one ``--history`` of every command that reads or records the nightly history."""
+    parser.add_argument("--history", type=history_location, default=None, metavar="URL",
+                        help=f"{what}: a path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB (a "
+                             f"password is best kept in ~/.pgpass or PGPASSWORD, not the URL)")
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -146,6 +165,9 @@ RUN_OPTIONS = (
                                        "beside the harness's (a difference above 5%% is flagged)")),
     RunOption("junit_xml", dict(type=Path, default=None, metavar="FILE",
                                 help="also write the verdicts as JUnit XML: one test case per claim x model x device")),
+    RunOption("shard", dict(type=parse_shard, default=None, metavar="K/N",
+                            help="run only piece K of N of the plan (its model x device pairs dealt round robin), "
+                                 "for N CI jobs; `qat-harness merge` makes one report of the N reports")),
 )
 
 
@@ -208,12 +230,15 @@ def run_options(value: Callable[[str], Any], out: Path,
         cache_dir=value("cache_dir"), use_cache=not value("no_cache"),
         device_options={n: dict(device_options.get(n, {})) for n in devices},
         check_bit_widths=not value("skip_bitwidth"), cross_check=value("cross_check"),
-        recipes=recipes, trace=not value("no_trace"), junit_xml=junit_xml)
+        recipes=recipes, trace=not value("no_trace"), junit_xml=junit_xml, shard=value("shard"))
 
 
 def device_names(given: list[str] | None) -> list[str]:
-    """The devices asked for, each once (default: ``DEFAULT_DEVICES``)."""
-    return list(dict.fromkeys(given or DEFAULT_DEVICES))
+    """The devices asked for, each once (default: ``DEFAULT_DEVICES``); a device family's
+    name (``arm-cpu``) stands for each of its default members."""
+    from qat_harness.devices.arm.levels import expand_family
+
+    return expand_family(list(dict.fromkeys(given or DEFAULT_DEVICES)))
 
 
 def recipe_names(text: str | None) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from qat_harness.core.errors import UsageError
 from qat_harness.devices.base import BenchSettings
 from qat_harness.measure.output_kinds import Task
+from qat_harness.shard import Shard
 
 #: A device option's value, typed by the option's declaration (``devices.base.DeviceOption``).
 DeviceOptionValue = str | int | float | bool | None
@@ -43,6 +44,7 @@ class RunOptions:
     recipes: list[str] = dataclasses.field(default_factory=list)  # --recipes (recipes.catalog)
     trace: bool = True                 # trace a model x device whose agreement is WARN/FAIL
     junit_xml: Path | None = None      # also write the verdicts as JUnit XML there
+    shard: Shard | None = None         # --shard K/N: this run is one piece of the plan (``shard``)
 
     def __post_init__(self):
         # 0 is a value, never 'unset': refuse it rather than silently use the default

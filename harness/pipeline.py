@@ -17,6 +17,7 @@ from qat_harness.flow.model import ModelRun
 from qat_harness.options import RunOptions
 from qat_harness.record.report import Report
 from qat_harness.record.tree import RunReport
+from qat_harness.shard import run_devices
 from qat_harness.sources import ModelSource, judges_the_toolchain, parse_models
 from qat_harness.writers.pages import run_pages
 
@@ -28,6 +29,8 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: DeviceSet | None =
     ``opts.out``, whose recorded parts are kept. ``model_run``: what measures one model (tests
     give their own). Whatever stops the run finishes the report as ``interrupted`` first."""
     opts = dataclasses.replace(opts, out=Path(opts.out).resolve())
+    if opts.shard is not None:  # the piece's pairs and the plan's fingerprint, recorded in its report
+        opts = dataclasses.replace(opts, shard=opts.shard.of_plan(opts, _labels(opts)))
     try:
         pages = run_pages(opts.out, opts.junit_xml)
         report = (Report(opts.out, environment(opts.num_threads), opts, pages=pages) if resume is None else
@@ -39,13 +42,17 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: DeviceSet | None =
                 report.device(name, dev.describe())
             cache = ArtifactCache(opts.cache_dir, enabled=opts.use_cache)
             sources = parse_models(opts.models, opts.float_model)
-            if opts.check_bit_widths and judges_the_toolchain(sources) and not report.has_claim(claims.EightBitOnly.id):
+            first_piece = opts.shard is None or opts.shard.index == 1  # the probe is the plan's, not a pair's
+            if (opts.check_bit_widths and first_piece and judges_the_toolchain(sources)
+                    and not report.has_claim(claims.EightBitOnly.id)):
                 from qat_harness.build import bitwidth
 
                 progress("C6: probing other bit widths (4-bit QAT)")
                 report.add_claim(claims.EightBitOnly.judge_probe(bitwidth.cached_outcomes(cache)))
                 report.save()
             for source in sources:
+                if not run_devices(opts.shard, source.label, devices):
+                    continue  # another piece of the plan runs this model
                 _run_model(model_run or ModelRun, source, opts, devices, cache, report, progress)
                 report.save()
     finally:
@@ -54,23 +61,27 @@ def run(opts: RunOptions, progress=lambda msg: None, devices: DeviceSet | None =
     return report
 
 
+def _labels(opts: RunOptions) -> list[str]:
+    return [s.label for s in parse_models(opts.models, opts.float_model)]
+
+
 def _pending(opts: RunOptions, resume: RunReport) -> dict[str, list[str]]:
-    labels = [s.label for s in parse_models(opts.models, opts.float_model)]
-    pending = {m: [d for d in opts.devices if d not in resume.done.get(m, [])] for m in labels}
+    pending = {m: [d for d in run_devices(opts.shard, m, opts.devices) if d not in resume.done.get(m, [])]
+               for m in _labels(opts)}
     return {m: d for m, d in pending.items() if d}
 
 
 def _run_model(model_run: type[ModelRun], source: ModelSource, opts: RunOptions, devices: DeviceSet,
                cache: ArtifactCache, report: Report, progress) -> None:
     name = source.label
-    if all(report.is_done(name, d) for d in devices):
+    if all(report.is_done(name, d) for d in run_devices(opts.shard, name, devices)):
         progress(f"{name}: already recorded (resumed run), kept as it is")
         return
     try:
         model_run(source, opts, devices, cache, report, progress).execute()
     except UsageError as exc:
         report.model_error(name, str(exc), usage=True)
-        for dev_name in devices:  # the same input would fail the same way: nothing to redo
+        for dev_name in run_devices(opts.shard, name, devices):  # the same input would fail the same way
             report.mark_done(name, dev_name)
         progress(f"{name}: {exc}")
     except BuildFailed as exc:

@@ -55,6 +55,8 @@ class EdgeTpuDevice(LiteRTDevice):
                      flag="--edgetpu-compile-timeout", type=float, default=600.0),
     )
     kernel = "edgetpu"
+    mixed_precision_cost = ("the Edge TPU runs int8 ops only: edgetpu_compiler maps the graph up to the "
+                            "first float op and every op from there on runs on the host CPU")
 
     def __init__(self, device: str | None = None, compiler: str | None = None,
                  num_threads: int = 2, compile_timeout_s: float = 600.0):

@@ -41,6 +41,8 @@ def litert_runtime() -> str | None:
 class LiteRTDevice(Device):
     resolver = "auto"
     kernel = "xnnpack"
+    #: the child module that loads and runs the model (CompiledModel's in ``devices.litert.compiled``)
+    worker = WORKER
     runs_on_host = True
 
     def __init__(self, num_threads: int = 2):
@@ -64,8 +66,8 @@ class LiteRTDevice(Device):
             in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
             save_inputs(in_path, inputs)
             try:
-                resp = run_child(WORKER, self._request(mode="run", model=str(Path(model_path).resolve()),
-                                                       inputs=str(in_path), outputs=str(out_path)),
+                resp = run_child(self.worker, self._request(mode="run", model=str(Path(model_path).resolve()),
+                                                            inputs=str(in_path), outputs=str(out_path)),
                                  timeout_s)
             except DeviceError as exc:
                 raise _explain_custom_ops(exc) from None
@@ -85,7 +87,7 @@ class LiteRTDevice(Device):
                                 min_runs=settings.min_runs, min_seconds=settings.min_seconds,
                                 max_runs=settings.max_runs, num_threads=settings.num_threads)
             try:
-                resp = run_child(WORKER, req, settings.timeout_s)
+                resp = run_child(self.worker, req, settings.timeout_s)
             except DeviceError as exc:
                 raise _explain_custom_ops(exc) from None
         details = {"blocks": resp["blocks"]} if "blocks" in resp else {}

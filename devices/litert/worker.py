@@ -8,7 +8,7 @@ Invoked as ``python -m qat_harness.devices.litert.worker request.json response.j
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -64,9 +64,10 @@ def get_outputs(interp) -> list[np.ndarray]:
     return [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
 
 
-def run_batch(req: dict) -> dict:
-    interp = make_interpreter(req["model"], req["resolver"], req.get("num_threads"), req.get("delegate"))
-    inputs = load_inputs(req["inputs"])
+def run_examples(interp, inputs_path: str, outputs_path: str) -> int:
+    """Every example of the inputs file, one invoke each, outputs saved as ``out_0``, ``out_1``, ...
+    ``interp`` is anything with the Interpreter's tensor methods (``compiled_worker.Compiled`` too)."""
+    inputs = load_inputs(inputs_path)
     n = len(inputs[0]) if inputs else 0
     if n == 0 or any(len(x) != n for x in inputs):
         raise ValueError(f"no examples to run, or inputs of different lengths {[len(x) for x in inputs]}")
@@ -76,8 +77,14 @@ def run_batch(req: dict) -> dict:
         interp.invoke()
         rows.append([o[0] if o.shape[:1] == (1,) else o for o in get_outputs(interp)])
     outputs = {f"out_{k}": np.stack([row[k] for row in rows]) for k in range(len(rows[0]))} if rows else {}
-    np.savez(req["outputs"], **outputs)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
-    return {"ok": True, "n": int(n), "ops": _ops_summary(interp)}
+    np.savez(outputs_path, **outputs)  # type: ignore[arg-type]  # numpy stub: **arrays read as allow_pickle
+    return int(n)
+
+
+def run_batch(req: dict) -> dict:
+    interp = make_interpreter(req["model"], req["resolver"], req.get("num_threads"), req.get("delegate"))
+    n = run_examples(interp, req["inputs"], req["outputs"])
+    return {"ok": True, "n": n, "ops": _ops_summary(interp)}
 
 
 def _ops_summary(interp) -> dict:
@@ -111,20 +118,25 @@ def _ops_summary(interp) -> dict:
             "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
 
 
-def bench(req: dict) -> dict:
-    """Every model loaded, its first invoke timed, then the harness's one schedule
-    (``core.timing``: ABBA blocks on the same input)."""
+def time_models(req: dict, load: Callable[[str], Any]) -> tuple[dict, dict[str, Any]]:
+    """Every model loaded (``load(path)``), its first invoke timed, then the harness's one
+    schedule (``core.timing``: ABBA blocks on the same input). Returns the timings and the
+    loaded models by label."""
     labels = list(req["models"])
     interps, first = {}, {}
     for label in labels:
-        interps[label] = make_interpreter(req["models"][label], req["resolver"],
-                                          req.get("num_threads"), req.get("delegate"))
+        interps[label] = load(req["models"][label])
         set_inputs(interps[label], [x[:1] for x in load_inputs(req["inputs"][label])])
         first[label] = timing.time_first_invoke(interps[label].invoke)
     timed = timing.time_blocks({label: interps[label].invoke for label in labels},
                                timing.Schedule.from_request(req))
-    return {**timed, "first_invoke_ms": first,
-            "ops": {label: _ops_summary(interps[label]) for label in labels}}
+    return {**timed, "first_invoke_ms": first}, interps
+
+
+def bench(req: dict) -> dict:
+    timed, interps = time_models(req, lambda path: make_interpreter(path, req["resolver"], req.get("num_threads"),
+                                                                    req.get("delegate")))
+    return {**timed, "ops": {label: _ops_summary(interp) for label, interp in interps.items()}}
 
 
 def handle(req: dict) -> dict:

@@ -262,7 +262,7 @@ class ReferenceAgreement(Claim):
     text = ("(implied) an int8 model computes on every device what LiteRT's reference kernels, "
             "the numeric oracle, compute.")
     scopes = (Scope.DEVICE,)
-    roles = frozenset({Role.HOST_CPU, Role.ACCELERATOR})
+    roles = frozenset({Role.HOST_CPU, Role.ACCELERATOR, Role.EMULATED})
     skipped_roles = {Role.ORACLE: "this device is the reference kernels: the oracle itself",
                      Role.OVERHEAD: "the null device runs no kernel"}
     # Quantized outputs, in steps of an 8-bit output's scale (1/256 of its range; a 16-bit
@@ -296,7 +296,7 @@ class ReferenceAgreement(Claim):
         if m.oracle_error is not None or not m.differences:
             return cls.skip(model, device, f"the reference kernels did not run the model "
                                            f"({m.oracle_error or 'no outputs'}): nothing to compare with")
-        judged = [cls._judge_output(d) for d in m.differences]
+        judged = [cls.judge_output(d) for d in m.differences]
         verdict = Verdict.worst(v for v, _ in judged)
         reason = "; ".join(text for _, text in judged)
         return cls.result(model, device, verdict, {d.output: d.headline for d in m.differences},
@@ -319,7 +319,7 @@ class ReferenceAgreement(Claim):
         return max(d.fraction_exact, 1.0 - max(0.0, (d.mean_steps or 0.0) - (1.0 - d.fraction_exact)) / k)
 
     @classmethod
-    def _judge_output(cls, d: OutputDifference) -> tuple[Verdict, str]:
+    def judge_output(cls, d: OutputDifference) -> tuple[Verdict, str]:
         if d.max_steps is not None:
             k, mean = cls.steps_per_8bit_step(d), d.mean_steps or 0.0
             within = cls.within_one_step(d)

@@ -44,6 +44,7 @@ class SpeedUp:
 
 
 _NOT_TIMED = {Role.ORACLE: "reference kernels are the numeric oracle, not a tested backend",
+              Role.EMULATED: "emulated: an emulator's timing says nothing of the hardware's, numerics only",
               Role.OVERHEAD: "the null device measures the harness's own overhead"}
 
 

@@ -21,6 +21,13 @@ TRACE_OUTLIER_RATIO = 20.0
 #: Where the reference kernels and a device both depart from float at one op, the device is
 #: named when its own error against float is less than the reference kernels' divided by this.
 TRACE_ODD_ONE_OUT_FACTOR = 2.0
+#: A float model's tensor on a device departs from the reference kernels when its largest
+#: difference is more than this share of the reference's largest magnitude: float32 kernels
+#: differ by ~1e-7..1e-5 (summation order), bf16 or fp16 arithmetic by ~1e-3..1e-2.
+TRACE_FLOAT_DEPARTURE_REL = 1e-4
+#: A device's departure at an op is carried from a producer when that producer's error, in the
+#: op's own steps (times the ratio of their scales), times this gain reaches what the op carries.
+TRACE_CARRY_GAIN = 4.0
 
 #: A user's data quantized into a model input: more than this fraction of an input's values
 #: clipped (beyond what the input represents) is a warning naming the input and the fraction...
@@ -32,3 +39,14 @@ FEED_CLIP_REFUSE = 0.5
 #: K1 and the recipes on an output that is not class scores (a box, a mask, a regression):
 #: two runs agree on an input when all its values are within this share of the output's range.
 KERNEL_VALUES_AGREE_REL = 0.01
+
+#: The nightly gate: a device's timing window ran on a busy machine (its latency is not judged
+#: against other nights) when other processes took more than this share of the CPUs...
+MACHINE_BUSY_OTHER_CPU_SHARE = 0.15
+#: ...or the 1-minute load average ended above this many runnable tasks per CPU...
+MACHINE_BUSY_LOAD_PER_CPU = 1.0
+#: ...or the fixed canary workload ran this much slower than on the other night (or after the
+#: timing than before it)...
+MACHINE_BUSY_CANARY_SLOWDOWN = 0.25
+#: ...and throttled when a core ran below this share of its maximum frequency under load.
+MACHINE_THROTTLED_FREQUENCY_SHARE = 0.80

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 from qat_harness.commands.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE
 from qat_harness.commands.folders import new_run_folder
 from qat_harness.commands.run import add_run_arguments, execute_run
-from qat_harness.option_definitions import at_least
+from qat_harness.option_definitions import add_history_option, at_least
 
 if TYPE_CHECKING:
+    from qat_harness.compare.blame import Timer
     from qat_harness.record.report import Report
 
 DEFAULT_FOLDER = Path("reports/nightly")
@@ -24,15 +25,22 @@ def add_parser(sub) -> None:
                                "(default: reports/nightly)")
     nightly.add_argument("--latency-tolerance", type=at_least(0.0, float), default=0.10,
                          help="relative latency change that counts as a regression (default 0.10)")
+    add_history_option(nightly, "where to record the night: a SQLite file (default: "
+                                "FOLDER/history.sqlite) or a PostgreSQL database a lab's hosts share")
 
 
 def cmd_nightly(args: argparse.Namespace,
                 run: Callable[..., tuple[int, Report]] = execute_run,
-                clock: Callable[[], dt.datetime] = dt.datetime.now) -> int:
+                clock: Callable[[], dt.datetime] = dt.datetime.now,
+                timer: Timer | None = None) -> int:
     """Run, record in history.sqlite, compare with the previous recorded run; exit 1 on a
-    regression (a verdict that got worse, a latency beyond the tolerance). ``run`` makes the
-    run (``execute_run``) and ``clock`` names its folder: tests give their own."""
+    regression (a verdict that got worse, a latency beyond the tolerance confirmed by re-timing
+    last night's files beside tonight's, ``compare.nightly_gate``). ``run`` makes the run
+    (``execute_run``), ``clock`` names its folder and ``timer`` re-times files (default: on the
+    run's own devices): tests give their own."""
     from qat_harness import compare, history
+    from qat_harness.compare import night_facts, nightly_gate
+    from qat_harness.record import codec
     from qat_harness.record.folder import write_atomically
     from qat_harness.writers import compare_text
     from qat_harness.writers.history_html import render_history
@@ -44,16 +52,30 @@ def cmd_nightly(args: argparse.Namespace,
     code, report = run(args, out=run_dir)
     if code == EXIT_USAGE:
         return code
-    db = folder / "history.sqlite"
+    if report.run.options.shard is not None:  # a piece of the night: its history is the merged report's
+        print(f"nightly: shard {report.run.options.shard} written to {run_dir}; merge the pieces "
+              "(qat-harness merge) to record and compare the night")
+        return EXIT_OK
+    db = args.history or folder / "history.sqlite"
     run_id = history.record(db, report.run, report.json_path)
-    print(visible(render_history(db, folder / "history.html").text()))
+    store = night_facts.FileStore.beside(folder)
+    tonight = night_facts.record_night(db, run_id, report.run, store)
     previous = history.previous_report(db, run_id)
     if previous is None:
+        print(visible(render_history(db, folder / "history.html").text()))
         print("nightly: first recorded run, nothing to compare with yet")
         return EXIT_OK
-    result = compare.compare_files(previous, report.run, args.latency_tolerance,
-                                   earlier_medians=history.earlier_medians(db, run_id))
-    text = compare_text.render(result)
+    baseline = codec.load(previous)
+    previous_id = night_facts.run_id_of(db, previous)
+    result = compare.compare(baseline, report.run, args.latency_tolerance,
+                             earlier_medians=history.earlier_medians(db, run_id),
+                             earlier_speedups=night_facts.earlier_speedups(db, run_id))
+    verdict = nightly_gate.judge_night(result, baseline, report.run,
+                                       night_facts.digests_of(db, previous_id) if previous_id else {},
+                                       tonight, store, timer or nightly_gate.device_timer(report.run))
+    night_facts.record_findings(db, run_id, verdict.findings())
+    print(visible(render_history(db, folder / "history.html").text()))
+    text = compare_text.render(verdict.comparison) + "\n" + verdict.text()
     write_atomically(run_dir / "compare.txt", text + "\n")
     print(text)
-    return EXIT_GATE if result.regressions else EXIT_OK
+    return EXIT_GATE if verdict.regressions else EXIT_OK

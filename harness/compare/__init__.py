@@ -7,8 +7,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from qat_harness.compare import load, ratios
 from qat_harness.compare.gates import DEFAULT_TOLERANCE, LatencyGate, NightNoise, Outcome, judge_verdicts
+from qat_harness.compare.load import MachineJudgement
 from qat_harness.compare.machine import NightEnvironment, environment_changes
+from qat_harness.compare.ratios import RatioRow
 from qat_harness.record import codec
 from qat_harness.record.tree import DeviceSection, RunReport
 from qat_harness.results import ClaimResult
@@ -67,12 +70,22 @@ class Comparison:
     confidence: float
     baseline_started: str
     current_started: str
+    #: the int8/float latency ratio of each night, compared across nights (robust to load)
+    ratios: list[RatioRow] = dataclasses.field(default_factory=list)
+    #: latencies not judged because a night's machine was busy, and other WARNs of the gate
+    warnings: list[Finding] = dataclasses.field(default_factory=list)
+    #: (model, device) -> the machine during both nights' timing windows
+    machine: dict[tuple[str, str], MachineJudgement] = dataclasses.field(default_factory=dict)
 
 
 def compare(baseline: RunReport, current: RunReport, latency_tolerance: float = DEFAULT_TOLERANCE,
-            confidence: float = 0.95, earlier_medians: EarlierMedians | None = None) -> Comparison:
+            confidence: float = 0.95, earlier_medians: EarlierMedians | None = None,
+            earlier_speedups: EarlierMedians | None = None) -> Comparison:
     """``earlier_medians`` (``history.earlier_medians``) lets the latency gate allow for
-    night-to-night noise."""
+    night-to-night noise, ``earlier_speedups`` ((model, device, kind) -> the speed-ups of the
+    nights before) the int8/float ratio's. A device whose timing ran on a busy machine on
+    either night has its medians shown but not judged (a warning saying why); its int8/float
+    ratio, timed in the same blocks, is judged all the same."""
     old, new = _claims_by_key(baseline), _claims_by_key(current)
     verdicts: list[VerdictRow] = []
     regressions: list[Finding] = []
@@ -91,25 +104,43 @@ def compare(baseline: RunReport, current: RunReport, latency_tolerance: float = 
     gate = LatencyGate(tolerance=latency_tolerance, confidence=confidence)
     latency: list[LatencyRow] = []
     within_noise: list[Finding] = []
+    ratio_rows: list[RatioRow] = []
+    warnings: list[Finding] = []
+    machine: dict[tuple[str, str], MachineJudgement] = {}
     for model, m in current.models.items():
         for dev, d in m.devices.items():
             base_model = baseline.models.get(model)
             base_dev = base_model.devices.get(dev) if base_model else None
+            judged = load.judge_nights(load.state_of(base_dev), load.state_of(d))
+            machine[(model, dev)] = judged
+            for kind in ratios.KINDS:
+                ratio = ratios.compare_ratio(gate, model, dev, kind, ratios.speedup(base_dev, kind),
+                                             ratios.speedup(d, kind), (earlier_speedups or {}).get((model, dev, kind)))
+                if ratio is None:
+                    continue
+                ratio_rows.append(ratio)
+                found = Finding("latency", model, dev, ratio.explain(), "int8/float ratio", d.simulated)
+                {Outcome.REGRESSION: regressions, Outcome.IMPROVEMENT: improvements,
+                 Outcome.WITHIN_NOISE: within_noise}.get(ratio.outcome, []).append(found)
             for variant in d.latency or {}:
                 noise = NightNoise.from_medians((earlier_medians or {}).get((model, dev, variant), []))
                 row = _latency_row(gate, model, dev, variant, base_dev, d, noise)
                 if row is None:
                     continue
+                if judged.busy and row.outcome is not Outcome.UNCHANGED:
+                    row = dataclasses.replace(row, outcome=Outcome.MACHINE_BUSY,
+                                              explanation=f"{row.explanation}; {judged.text()}")
                 latency.append(row)
                 found = Finding("latency", model, dev, f"{variant}: {row.explanation}", f"latency {row.rule}",
                                 d.simulated)
                 {Outcome.REGRESSION: regressions, Outcome.IMPROVEMENT: improvements,
-                 Outcome.WITHIN_NOISE: within_noise}.get(row.outcome, []).append(found)
+                 Outcome.WITHIN_NOISE: within_noise, Outcome.MACHINE_BUSY: warnings}.get(row.outcome, []).append(found)
 
     env_before, env_after = NightEnvironment.from_report(baseline), NightEnvironment.from_report(current)
     return Comparison(verdicts, latency, regressions, improvements, within_noise,
                       env_before.cpu == env_after.cpu, environment_changes(env_before, env_after),
-                      latency_tolerance, confidence, baseline.started, current.started)
+                      latency_tolerance, confidence, baseline.started, current.started,
+                      ratio_rows, warnings, machine)
 
 
 def _claims_by_key(run: RunReport) -> dict[tuple[str, str, str], ClaimResult]:
@@ -134,7 +165,8 @@ def _latency_row(gate: LatencyGate, model: str, device: str, variant: str, base_
 
 
 def compare_files(baseline: Path, current: Path | RunReport, latency_tolerance: float = DEFAULT_TOLERANCE,
-                  confidence: float = 0.95, earlier_medians: EarlierMedians | None = None) -> Comparison:
+                  confidence: float = 0.95, earlier_medians: EarlierMedians | None = None,
+                  earlier_speedups: EarlierMedians | None = None) -> Comparison:
     """Two reports read through the codec (``current`` may be the run's own report, typed)."""
     now = current if isinstance(current, RunReport) else codec.load(current)
-    return compare(codec.load(baseline), now, latency_tolerance, confidence, earlier_medians)
+    return compare(codec.load(baseline), now, latency_tolerance, confidence, earlier_medians, earlier_speedups)

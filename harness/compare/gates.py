@@ -31,6 +31,8 @@ class Outcome(str, enum.Enum):
     IMPROVEMENT = "improvement"
     WITHIN_NOISE = "within noise"     # the point estimate moved past the tolerance, not significantly
     UNCHANGED = "unchanged"
+    MACHINE_BUSY = "machine busy"     # one of the nights timed on a busy machine: not judged (a WARN)
+    NOT_CONFIRMED = "not confirmed"   # looked regressed; neither its file nor its runtime explains it
 
 
 class LatencyRule(str, enum.Enum):
@@ -59,7 +61,9 @@ class LatencyFinding:
         where = {Outcome.REGRESSION: f"above the {self.tolerance:.0%} tolerance",
                  Outcome.IMPROVEMENT: f"below the -{self.tolerance:.0%} tolerance",
                  Outcome.WITHIN_NOISE: f"reaches inside the {self.tolerance:.0%} tolerance: not significant",
-                 Outcome.UNCHANGED: f"within the {self.tolerance:.0%} tolerance"}[self.outcome]
+                 Outcome.UNCHANGED: f"within the {self.tolerance:.0%} tolerance",
+                 Outcome.MACHINE_BUSY: "not judged: the machine was busy",
+                 Outcome.NOT_CONFIRMED: "not confirmed by re-timing"}[self.outcome]
         if self.rule is LatencyRule.POINT:
             return f"median {self.change:+.0%} {where} (point estimate: no raw samples to judge the noise)"
         assert self.ci_low is not None and self.ci_high is not None  # every rule but POINT has an interval
@@ -86,7 +90,7 @@ class LatencyGate:
         low, high, rule, pairs = interval.low, interval.high, LatencyRule.INTERVAL, 0
         assert low is not None and high is not None  # interval.known
         if night_to_night is not None and night_to_night.pairs >= MIN_NOISE_PAIRS:
-            low, high = _widen(interval.estimate, low, high, night_to_night.sd_log_ratio, self.confidence)
+            low, high = widen(interval.estimate, low, high, night_to_night.sd_log_ratio, self.confidence)
             rule, pairs = LatencyRule.INTERVAL_WITH_HISTORY, night_to_night.pairs
         return LatencyFinding(interval.estimate, low, high, rule, self.outcome(interval.estimate, low, high),
                               self.tolerance, self.confidence, pairs)
@@ -132,7 +136,7 @@ class NightNoise:
         return cls(1.4826 * mad, int(log_ratios.size))
 
 
-def _widen(ratio: float, low: float, high: float, sd_log: float, confidence: float) -> tuple[float, float]:
+def widen(ratio: float, low: float, high: float, sd_log: float, confidence: float) -> tuple[float, float]:
     """The bootstrap interval and the night-to-night spread added in quadrature, on the log scale."""
     import math
 

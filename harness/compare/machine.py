@@ -70,3 +70,16 @@ def environment_changes(before: NightEnvironment, after: NightEnvironment) -> li
         if before.devices[dev] != after.devices[dev]:
             changes.append(f"device {dev}: {before.devices[dev]} -> {after.devices[dev]}")
     return changes
+
+
+def runtime_changes(before: NightEnvironment, after: NightEnvironment, device: str) -> list[str]:
+    """The changes that can move one device's numbers without the model file or the machine:
+    a decisive library's version, the Python, the harness, the device's runtime or identity."""
+    changes = [f"{lib} {before.libraries[lib]} -> {after.libraries[lib]}" for lib in DECISIVE_LIBRARIES
+               if before.libraries.get(lib) not in (None, after.libraries.get(lib)) and lib in after.libraries]
+    for label, a, b in (("python", before.python, after.python),
+                        ("qat-harness", before.harness_version, after.harness_version),
+                        (f"device {device}", before.devices.get(device), after.devices.get(device))):
+        if a != b and a is not None and b is not None:
+            changes.append(f"{label} {a} -> {b}")
+    return changes

@@ -10,10 +10,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from qat_harness import claims, judge
+from qat_harness.compare import load
 from qat_harness.core.errors import DeviceError
 from qat_harness.core.tflite import ModelInfo
 from qat_harness.devices.base import Device, ModelInputs, Role
-from qat_harness.measure import agreement, latency, outputs
+from qat_harness.measure import agreement, latency, machine_state, outputs
 from qat_harness.measure.output_kinds import OutputKind, OutputRole
 from qat_harness.options import RunOptions
 from qat_harness.preparation import PreparedModel, take
@@ -37,6 +38,8 @@ class ModelStage(Protocol):
     section: ModelSection
     model: PreparedModel
     progress: Callable[[str], Any]
+    #: the file under test's outputs on each emulated device, for the levels' agreement with each other
+    emulated_outputs: dict[str, list[np.ndarray]]
 
     def files_to_run(self) -> dict[str, Path]: ...
     def info(self, variant: str) -> ModelInfo: ...
@@ -81,6 +84,8 @@ class DeviceRun:
     def judge_outputs(self, out: agreement.Outputs) -> None:
         m, s, section = self.model, self.subject, self.section
         differences: tuple = ()
+        if self.ut in out and self.dev.role is Role.EMULATED:
+            m.emulated_outputs[self.dev_name] = out[self.ut]
         if self.ut in out and self.dev.role is not Role.ORACLE:
             oracle = m.oracle_outputs()
             if oracle is not None:
@@ -127,10 +132,15 @@ class DeviceRun:
             samples = {v: m.inputs(v, take(m.eval_x(), 1)) for v in paths}
             settings = dataclasses.replace(m.opts.bench, num_threads=m.opts.num_threads)
             try:
-                measured = latency.time_variants(dev, paths, samples, settings, self.ut)
+                with machine_state.watch() as window:
+                    measured = latency.time_variants(dev, paths, samples, settings, self.ut)
             except DeviceError as exc:
                 unavailable = f"{exc.kind}: {exc.reason}"
         if measured is not None:
+            # the host's load moves what the host times; a phone or a TPU times on its own
+            busy = load.keep_state(measured.details, window.state if dev.runs_on_host else None)
+            if busy:
+                self.report.note(self.name, f"timing on {self.dev_name}: {busy}")
             sections.record_latency(section, measured)
             if m.opts.cross_check:
                 m.progress(f"{self.name}: cross-checking on {self.dev_name}")

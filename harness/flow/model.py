@@ -4,6 +4,7 @@ before the next, so a failure later never loses it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -13,8 +14,10 @@ from qat_harness.core import tflite
 from qat_harness.core.errors import DeviceError, UsageError
 from qat_harness.devices.base import Device, ModelInputs
 from qat_harness.devices.device_set import DeviceSet
-from qat_harness.flow.device import DeviceRun
+from qat_harness.flow import schedule
+from qat_harness.flow.device import DeviceRun, ModelStage
 from qat_harness.measure.files import InspectedFiles, inspect_files
+from qat_harness.measure.level_agreement import level_agreement
 from qat_harness.measure.output_kinds import OutputRole, Task, classify_outputs, label_classes
 from qat_harness.options import RunOptions
 from qat_harness.preparation import DataOptions, PreparedModel, prepare, take
@@ -22,6 +25,7 @@ from qat_harness.record import sections
 from qat_harness.record.folder import safe_name
 from qat_harness.record.report import Report
 from qat_harness.record.tree import ModelSection
+from qat_harness.shard import run_devices
 from qat_harness.sources import ModelSource
 from qat_harness.variants import RUN_ORDER, Variant
 
@@ -36,6 +40,8 @@ class ModelRun:
         self.section = report.model(self.name, ModelSection())
         self._oracle: list[np.ndarray] | None = None
         self._structure_judged = False
+        self.stages: dict[str, schedule.DeviceStage] = {}   # each device's view of this stage, while it runs
+        self.emulated_outputs: dict[str, list[np.ndarray]] = {}
 
     def add(self, result) -> None:
         self.report.add_claim(result)
@@ -58,18 +64,39 @@ class ModelRun:
                      *(f"conversion of {v} failed: {e}" for v, e in conversion_errors.items())]:
             self.report.note(self.name, note)
         self.report.save()
-        for dev_name, dev in self.devices.items():
-            if not self.report.is_done(self.name, dev_name):  # else recorded by the run this one resumes
-                self.on_device(dev_name, dev)
-                self.report.mark_done(self.name, dev_name)
-                self.report.save()
+        schedule.run_devices(self, [d for d in run_devices(self.opts.shard, self.name, self.devices)
+                                    if not self.report.is_done(self.name, d)])  # else recorded by the run resumed
+        self.judge_emulated_levels()
         self.judge_structure(final=True)
-        if self.opts.recipes:
+        if self.opts.recipes and self.runs_recipes():
             self.recipes()
             self.report.save()
 
     def on_device(self, dev_name: str, dev: Device) -> None:
-        DeviceRun(self, dev_name, dev).execute()
+        """Measure, judge and record ``dev_name`` (which may run beside other devices: it
+        records through its ``schedule.DeviceStage``, which adds it to the report in its turn)."""
+        stage = self.stages.get(dev_name)
+        if stage is None:
+            stage = self.stages[dev_name] = schedule.DeviceStage(self, dev_name)
+            stage.attach()
+        # a stage records as ``Report`` does (``schedule.StagedReport``), which ModelStage does not say yet
+        stage.device_run = DeviceRun(cast(ModelStage, stage), dev_name, dev)
+        stage.device_run.execute()
+
+    def judge_emulated_levels(self) -> None:
+        """Emulated feature levels of one CPU (``arm-cpu-*``) that compute the same file
+        differently point at the emulator or a kernel, unconfirmed, never at a phone: a note."""
+        if len(self.emulated_outputs) < 2:
+            return
+        info = self.info(self.ut)
+        finding = level_agreement(self.emulated_outputs, [info.tensor(t) for t in info.outputs]).finding
+        if finding:
+            self.report.note(self.name, finding)
+
+    def runs_recipes(self) -> bool:
+        """The recipe axis is the model's, not a device's: of the pieces of a sharded plan, the
+        one holding the model on the plan's first device runs it."""
+        return self.opts.shard is None or self.opts.shard.holds(self.name, self.opts.devices[0])
 
     def judge_structure(self, final: bool) -> None:
         """The structure claims (C1, C4, C5, M3), judged once: as soon as a device did not

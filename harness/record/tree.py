@@ -227,6 +227,10 @@ class TraceCulprit:
     stage: str                      # 'quantization', 'conversion' or 'device'
     reason: str = ""
     device: str | None = None
+    local: float | None = None      # a device culprit's own error, run alone on the reference kernels' inputs
+    carried: float | None = None    # the cumulative error (from the model inputs) at op ``carried_at``
+    carried_at: int | None = None
+    domain: str | None = None       # of ``local`` and ``carried``: 'int8 steps', 'float' (relative), ...
 
 
 @dataclasses.dataclass
@@ -336,6 +340,10 @@ class RunReport:
     def claim(self, claim_id: str, model: str, device: str) -> ClaimResult | None:
         return next((c for c in self.claims
                      if c.id == claim_id and c.model == model and c.device == device), None)
+
+    def emulated_devices(self) -> list[str]:
+        """Devices that ran real kernels under an emulator (QEMU): numerics only, never latency."""
+        return sorted(name for name, d in self.devices.items() if d.role is Role.EMULATED)
 
     def simulated_devices(self) -> list[str]:
         return sorted({c.device for c in self.claims if c.simulated}

@@ -41,23 +41,60 @@ class TracedModel:
     info: tflite.ModelInfo
     inputs: list[np.ndarray]            # in the int8 model's input dtypes
     n: int                              # examples
-    reference: TensorValues             # the reference kernels' op outputs
+    reference: TensorValues             # the reference kernels' op outputs (and the model inputs)
     float_values: TensorValues          # the float model's matched values (empty without one)
     matches: dict[int, int]             # int8 tensor -> float tensor
     tmp: Path
     timeout_s: float
+    float_model: bool = False           # the traced model computes in float (judged in relative error)
+
+    def recorded(self, t: int) -> np.ndarray:
+        """The reference kernels' value of tensor ``t``, examples first, in the tensor's shape."""
+        value = np.asarray(self.reference[t])
+        shape = self.info.tensor(t).shape
+        per_example = tuple(int(d) for d in shape[1:]) if len(shape) > 0 else ()
+        if value.size == self.n * graph.element_count(per_example):
+            return value.reshape((self.n, *per_example))
+        return value
 
 
 def _severity(difference: OutputDifference | Mismatch) -> float:
     if isinstance(difference, Mismatch):
         return float("inf")
-    return float(difference.max_steps or 0)
+    if difference.max_steps is not None:
+        return float(difference.max_steps)
+    return float(difference.max_rel or 0.0)
 
 
 class Bisector:
     def __init__(self, name: str, dev: Device, model: TracedModel, ops: list[OpTrace], thresholds: Thresholds):
         self.name, self.dev, self.model, self.ops, self.thresholds = name, dev, model, ops, thresholds
         self.runs: list[CutRun] = []
+        self.attribution_runs: list[CutRun] = []
+
+    def run_model(self, path: Path, inputs: list[np.ndarray], tag: str) -> list[np.ndarray] | DeviceError:
+        """``path`` through the device's ordinary ``prepare`` and ``run``; its error, when it fails."""
+        workdir = self.model.tmp / f"{self.name}-work-{tag}"
+        workdir.mkdir(exist_ok=True)
+        try:
+            path, _ = self.dev.prepare(path, workdir)
+            return self.dev.run(path, inputs if len(inputs) > 1 else inputs[0], self.model.timeout_s).all_outputs
+        except DeviceError as exc:
+            return exc
+
+    def compare(self, values: dict[int, np.ndarray]) -> DeviceCut:
+        """The device's values of some tensors (tensor -> value) against the reference kernels'."""
+        m = self.model
+        cut = DeviceCut(False)
+        for t, value in values.items():
+            if t not in m.reference:
+                continue
+            tensor = m.info.tensor(t)
+            difference = device_difference(value, m.reference[t], tensor, m.n)
+            cut.departs = cut.departs or departs(difference, self.thresholds, m.float_model)
+            if cut.worst is None or _severity(difference) > _severity(cut.worst):
+                cut.worst, cut.rel_vs_float = difference, self._rel_vs_float(value, t, tensor, difference)
+        return cut
 
     def measure(self, k: int) -> bool | None:
         """Run the model cut after op ``k`` on the device; True when it departs there, None
@@ -65,25 +102,12 @@ class Bisector:
         m = self.model
         outs = [t for t in m.info.ops[k].outputs if t >= 0]
         path = graph.cut_model(m.int8_path, outs, m.tmp / f"{self.name}-cut{k}.tflite")
-        workdir = m.tmp / f"{self.name}-work{k}"
-        workdir.mkdir(exist_ok=True)
         t0 = time.perf_counter()
-        try:
-            path, _ = self.dev.prepare(path, workdir)
-            result = self.dev.run(path, m.inputs if len(m.inputs) > 1 else m.inputs[0], m.timeout_s)
-        except DeviceError as exc:
-            self._record(k, t0, DeviceCut(None, error=f"{exc.kind}: {exc.reason}"[:300]))
-            return None
-        cut = DeviceCut(False)
-        for t, value in zip(outs, result.all_outputs):
-            if t not in m.reference:
-                continue
-            tensor = m.info.tensor(t)
-            difference = device_difference(value, m.reference[t], tensor, m.n)
-            cut.departs = cut.departs or departs(difference, self.thresholds)
-            if cut.worst is None or _severity(difference) > _severity(cut.worst):
-                cut.worst, cut.rel_vs_float = difference, self._rel_vs_float(value, t, tensor, difference)
-        self._record(k, t0, cut)
+        result = self.run_model(path, m.inputs, f"cut{k}")
+        cut = (DeviceCut(None, error=f"{result.kind}: {result.reason}"[:300]) if isinstance(result, DeviceError)
+               else self.compare(dict(zip(outs, result))))
+        self.ops[k].devices[self.name] = cut
+        self.runs.append(CutRun(k, round(time.perf_counter() - t0, 3), cut))
         return cut.departs
 
     def _rel_vs_float(self, value: np.ndarray, t: int, tensor: tflite.TensorInfo,
@@ -98,10 +122,6 @@ class Bisector:
         except ValueError:
             return None
 
-    def _record(self, k: int, t0: float, cut: DeviceCut) -> None:
-        self.ops[k].devices[self.name] = cut
-        self.runs.append(CutRun(k, round(time.perf_counter() - t0, 3), cut))
-
     def bisect(self) -> Bisection:
         ops = self.model.info.ops
         last = len(ops) - 1
@@ -114,7 +134,7 @@ class Bisector:
             at_end = self.measure(last)
         if at_end is None:
             return Bisection(BisectionStatus.ERROR, self.runs[-1].cut.error or "", self.runs)
-        steps = f"{self.thresholds.threshold_steps:g} step(s)"
+        steps = self.thresholds.device_bound(self.model.float_model)
         if not at_end:
             where = "the output is" if cannot is None else (
                 f"op {last}'s output (the last it can run: cuts from op {cannot} fail: "

@@ -30,6 +30,8 @@ NO_KERAS_NOTE = ("no QAT Keras model (a .tflite given as it is, or a build that 
 BUILTIN_STAND_IN = "LiteRT builtin kernels without delegates (the reference kernels failed)"
 
 TensorValues = dict[int, np.ndarray]   # tensor index -> its value, examples first
+#: Tensors LiteRT cannot hand back as arrays (reading one crashes the interpreter or gives an object).
+OPAQUE_DTYPES = frozenset({"resource", "variant"})
 
 
 def output_tensor(op: tflite.OpInfo) -> int:
@@ -135,13 +137,15 @@ def capture(int8_path: Path, info: tflite.ModelInfo, xq: list[np.ndarray], x: li
             twin: FloatTwin | None, qat_keras: QatKerasModel | None, tmp: Path, timeout_s: float) -> Captured:
     """The three children run side by side; only the reference kernels' values are required."""
     notes: list[str] = []
-    op_tensors = [t for op in info.ops for t in op.outputs if t >= 0]
+    # a resource or variant tensor is never asked for: LiteRT cannot hand it back as an array
+    op_tensors = [t for op in info.ops for t in op.outputs if t >= 0 and info.tensor(t).dtype not in OPAQUE_DTYPES]
     with ThreadPoolExecutor(max_workers=3) as pool:
         ref_job = pool.submit(tensor_values, int8_path, info.inputs, xq, "ref", op_tensors, tmp, "int8", timeout_s)
         flt_job: Future[TensorValues] | None = None
         keras_job: Future[KerasValues] | None = None
         if twin is not None:
-            wanted = sorted({v for v in twin.matches.values() if v not in twin.info.inputs})
+            wanted = sorted({v for v in twin.matches.values()
+                             if v not in twin.info.inputs and twin.info.tensor(v).dtype not in OPAQUE_DTYPES})
             flt_job = pool.submit(tensor_values, twin.path, twin.info.inputs, twin.inputs, "builtin", wanted, tmp,
                                   "float", timeout_s)
         if qat_keras is not None:

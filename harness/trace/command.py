@@ -66,8 +66,11 @@ def cmd_trace(args: argparse.Namespace, devices: Mapping[str, Device], progress:
                 continue
             result = service.trace_prepared(prepared, devices, out / safe_name(source.label), args.examples,
                                             args.variant, thresholds)
+            for line in result.skipped:
+                progress(f"{source.label}: skipped: {line}")
             c = result.culprit
-            progress(f"{source.label}: " + (f"culprit {c.headline}" if c else "no culprit")
+            found = f"culprit {c.headline}" if c else ("no culprit" if result.ops else "nothing traced")
+            progress(f"{source.label}: {found}"
                      + f" — {result.markdown} ({result.seconds:.1f} s)")
             worst = max(worst, 1 if c else 0)
     finally:

@@ -19,7 +19,10 @@ Stages, per op of the int8 model in its order, on one fixed set of inputs:
   conversion changed (the fake-quant grid and the int8 grid are the same scale);
 - one per device: the device's int8 value of the op's output, obtained by cutting the graph
   there and running the cut model through the device's ordinary ``run`` (``bisect``);
-  compared with the reference kernels in the tensor's own domain.
+  compared with the reference kernels in the tensor's own domain: what arrives (cumulative);
+  and the op run alone on the reference kernels' values of its inputs: what it adds (local,
+  ``local``), which decides the device culprit. A device culprit gets a minimal repro
+  (``repro``) in the trace folder.
 
 Without the QAT Keras model (a .tflite given as it is, a layer-matrix cell) the reference
 kernels' error against float stands for quantization and conversion together, and the trace
@@ -43,7 +46,10 @@ from qat_harness.trace import graph, output
 from qat_harness.trace.bisect import Bisector, TracedModel
 from qat_harness.trace.capture import FloatTwin, capture
 from qat_harness.trace.culprit import int8_culprit, name_culprit, set_verdicts
-from qat_harness.trace.results import Bisection, OpTrace, Thresholds, TraceResult
+from qat_harness.trace.local import Attribution, attribute, local_rule, measure_around
+from qat_harness.trace.measures import computes_in_float
+from qat_harness.trace.repro import replay_command, write_repro
+from qat_harness.trace.results import Bisection, OpTrace, Stage, Thresholds, TraceResult
 from qat_harness.trace.stages import keras_stages, quantization_stage, upstream_ops
 
 if TYPE_CHECKING:
@@ -89,27 +95,45 @@ def run_trace(float_path: Path | str | None, int8_path: Path | str, inputs: Mode
         qculprit = int8_culprit(ops, thresholds, bool(captured.keras_per_op), upstream)
 
         bisections: dict[str, Bisection] = {}
+        attributions: dict[str, Attribution] = {}
+        bisectors: dict[str, Bisector] = {}
+        float_model = computes_in_float(info)
         if devices:
-            model = TracedModel(int8_path, info, xq, n, ref, flt, matches, tmp, timeout_s)
+            model = TracedModel(int8_path, info, xq, n, ref, flt, matches, tmp, timeout_s, float_model)
 
             def bisect(item: tuple[str, Device]) -> tuple[str, Bisection]:
                 name, dev = item
-                return name, Bisector(name, dev, model, ops, thresholds).bisect()
+                bisectors[name] = Bisector(name, dev, model, ops, thresholds)
+                found = bisectors[name].bisect()
+                measure_around(bisectors[name], found, upstream)
+                return name, found
 
             with ThreadPoolExecutor(max_workers=min(2, len(devices))) as pool:
                 bisections = dict(pool.map(bisect, devices.items()))
+            for name, b in bisections.items():
+                a = attribute(name, b, ops, upstream, thresholds, float_model)
+                if a is not None:
+                    attributions[name] = a
 
-    culprit = name_culprit(ops, qculprit, bisections)
-    set_verdicts(ops, qculprit, bisections, thresholds)
+        culprit = name_culprit(ops, qculprit, bisections, attributions)
+        repro = None
+        if write and culprit is not None and culprit.stage is Stage.DEVICE and culprit.device in attributions:
+            repro = write_repro(bisectors[culprit.device], attributions[culprit.device], out_dir)
+
+    set_verdicts(ops, qculprit, bisections, thresholds, attributions, float_model_given=twin is not None)
     notes = captured.notes
     if twin is None:
         notes.append("no float model: the quantization stage is not traced")
     unmatched = [o.index for o in ops if o.float_tensor is None]
     if twin is not None and unmatched:
         notes.append(f"{len(unmatched)} op(s) have no float counterpart by layer name: {unmatched[:20]}")
+    if culprit is not None and culprit.stage is Stage.DEVICE:
+        notes.append(f"minimal repro: {repro} — replay: {replay_command(repro, culprit.device or '')}" if repro
+                     else "no minimal repro: the departure does not reproduce outside the whole model")
     result = TraceResult(str(float_path) if float_path else None, str(int8_path), n, thresholds, ops, culprit,
                          qculprit, bisections, notes, reference=captured.reference_kernels,
-                         keras_stage=bool(captured.keras_per_op))
+                         keras_stage=bool(captured.keras_per_op), float_model=float_model,
+                         local_rule=local_rule(len(ops)), repro=repro)
     result.seconds = round(time.perf_counter() - t_start, 3)
     if write:
         result.files = output.write_all(result, out_dir)

@@ -10,8 +10,10 @@ layer crushed by an outlier range is within half a step of its own (huge) scale 
 lost everything else. An op upstream that clips float values by more than
 ``TRACE_CLIP_BLAME_STEPS`` steps is named instead of the op where that shows.
 
-A device culprit is the first op where the device differs from the reference kernels by more
-than ``threshold_steps`` int8 steps (the bisection's answer). The culprit named is the first of
+A device culprit is the op a device's departure comes from (``local.attribute``): the first op
+whose local error (the op alone, on the reference kernels' inputs) is out of bounds, else the op
+the cumulative departure the bisection found is carried from; without local errors, the
+bisection's first departing op. The culprit named is the first of
 these in op order: "quantization" when it is a quantization culprit (the error is already there
 in the QAT Keras model, or, without it, on the reference kernels), "conversion" when the
 reference kernels part from the QAT Keras model at an op where the QAT Keras model still agrees
@@ -24,15 +26,16 @@ from collections.abc import Callable
 
 from qat_harness.claims.tolerances import TRACE_CLIP_BLAME_STEPS, TRACE_ODD_ONE_OUT_FACTOR, TRACE_OUTLIER_RATIO
 from qat_harness.results import Verdict
+from qat_harness.trace.local import Attribution, from_bisections
 from qat_harness.trace.results import (
     Bisection,
-    BisectionStatus,
     Culprit,
     Measure,
     OpTrace,
     QuantError,
     Stage,
     Thresholds,
+    Unmeasured,
     measured,
 )
 from qat_harness.trace.stages import Upstream
@@ -152,19 +155,25 @@ def _reference_is_odd_one_out(ops: list[OpTrace], candidate: Culprit, qculprit: 
     return dev_rel is not None and dev_rel < qculprit.rel / TRACE_ODD_ONE_OUT_FACTOR
 
 
-def name_culprit(ops: list[OpTrace], qculprit: Culprit | None, bisections: dict[str, Bisection]) -> Culprit | None:
-    """The first culprit in op order among the int8 file's and every device's; the others are
-    kept in its ``also``."""
+def device_culprit(ops: list[OpTrace], name: str, a: Attribution) -> Culprit:
+    """A device's culprit from its attribution (``local.attribute``)."""
+    o = ops[a.op]
+    return Culprit(a.op, o.opcode, o.layer, Stage.DEVICE, o.tensor_name, a.reason, device=name,
+                   max_steps=a.carried.max_steps if a.carried else None, visible_at=a.shows_at,
+                   local=a.local, carried=a.carried, local_departs=a.local_departs)
+
+
+def name_culprit(ops: list[OpTrace], qculprit: Culprit | None, bisections: dict[str, Bisection],
+                 attributions: dict[str, Attribution] | None = None) -> Culprit | None:
+    """The first culprit in op order among the int8 file's and every device's (``attributions``,
+    by default each bisection's first departing op); the others are kept in its ``also``."""
+    if attributions is None:
+        attributions = from_bisections(bisections, ops)
     candidates: list[tuple[int, int, Culprit]] = []
     if qculprit:
         candidates.append((qculprit.op, 0, qculprit))
-    for name, b in bisections.items():
-        k = b.first_departing_op
-        if b.status in (BisectionStatus.DEPARTS, BisectionStatus.INTERVAL) and k is not None:
-            o = ops[k]
-            cut = o.devices.get(name)
-            candidates.append((k, 1, Culprit(k, o.opcode, o.layer, Stage.DEVICE, o.tensor_name, f"{name}: {b.reason}",
-                                             device=name, max_steps=cut.max_steps if cut else None)))
+    for name, a in attributions.items():
+        candidates.append((a.op, 1, device_culprit(ops, name, a)))
     if not candidates:
         return None
 
@@ -189,7 +198,12 @@ def name_culprit(ops: list[OpTrace], qculprit: Culprit | None, bisections: dict[
 
 
 def set_verdicts(ops: list[OpTrace], qculprit: Culprit | None, bisections: dict[str, Bisection],
-                 thresholds: Thresholds) -> None:
+                 thresholds: Thresholds, attributions: dict[str, Attribution] | None = None,
+                 float_model_given: bool = True) -> None:
+    """Each op's verdict: FAIL where a culprit is or a device departs alone, WARN where an error
+    is carried, SKIP (``not_measured`` says why) where no stage measured it, else PASS."""
+    if attributions is None:
+        attributions = from_bisections(bisections, ops)
     for o in ops:
         quant, conv = measured(o.quant), measured(o.conversion)
         if qculprit and o.index == qculprit.op:
@@ -203,13 +217,42 @@ def set_verdicts(ops: list[OpTrace], qculprit: Culprit | None, bisections: dict[
             o.verdict = Verdict.WARN
             o.notes.append(f"int8 vs QAT Keras {conv.rel:.1%}, carried from upstream "
                            f"({o.carried_conversion_rel:.1%})")
-        for name, b in bisections.items():
-            cut = o.devices.get(name)
-            if not cut:
-                continue
-            if b.first_departing_op == o.index:
+        for name in bisections:
+            cut, local = o.devices.get(name), o.local.get(name)
+            a = attributions.get(name)
+            if a is not None and a.op == o.index:
                 o.verdict = Verdict.FAIL
-                o.notes.append(f"{name}: first op that departs from the reference kernels")
-            elif cut.departs and o.verdict is Verdict.PASS:
+                o.notes.append(f"{name}: " + ("departs alone (local error)" if a.local_departs
+                                              else "the departure comes from here"))
+            elif local is not None and local.departs:
+                o.verdict = Verdict.FAIL
+                o.notes.append(f"{name}: departs alone (local error {local.headline})")
+            elif cut is not None and cut.departs and o.verdict is Verdict.PASS:
                 o.verdict = Verdict.WARN
-                o.notes.append(f"{name}: departs, carried from upstream")
+                o.notes.append(f"{name}: departs, carried from upstream"
+                               + (f" (alone: {local.headline})" if local is not None else ""))
+        if not _measured_at_all(o):
+            o.verdict = Verdict.SKIP
+            o.not_measured = _why_not_measured(o, float_model_given, bisections)
+
+
+def _measured_at_all(o: OpTrace) -> bool:
+    return (any(measured(m) is not None for m in (o.quant, o.keras_qat, o.conversion))
+            or any(c.error is None for c in o.devices.values()) or any(c.error is None for c in o.local.values()))
+
+
+def _why_not_measured(o: OpTrace, float_model_given: bool, bisections: dict[str, Bisection]) -> str:
+    reasons = []
+    if not float_model_given:
+        reasons.append("no float model")
+    elif isinstance(o.quant, Unmeasured):
+        reasons.append(f"its float value cannot be compared ({o.quant.error})")
+    else:
+        reasons.append("no float counterpart by layer name")
+    failed = {**{f"{d} (cut)": c for d, c in o.devices.items()}, **{f"{d} (alone)": c for d, c in o.local.items()}}
+    for what, c in failed.items():
+        reasons.append(f"{what}: {c.error}")
+    if bisections and not failed:
+        reasons.append("no device run measured it (the bisection cut elsewhere, and local error is measured "
+                       "only around a departure)")
+    return "; ".join(reasons)

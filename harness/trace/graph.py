@@ -115,8 +115,6 @@ def cut_model(src: Path | bytes, outputs: list[int], dest: Path) -> Path:
     without the ops after the last one that writes them and without signature defs (they
     name the old outputs)."""
     s = schema()
-    import flatbuffers
-
     buf = src if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
     model = s.ModelT.InitFromObj(s.Model.GetRootAs(buf, 0))
     sg = model.subgraphs[0]
@@ -128,7 +126,14 @@ def cut_model(src: Path | bytes, outputs: list[int], dest: Path) -> Path:
     sg.operators = list(sg.operators or [])[:last + 1]
     sg.outputs = wanted
     model.signatureDefs = None
-    builder = flatbuffers.Builder(1024 + len(buf))
+    return write_model(model, dest, len(buf))
+
+
+def write_model(model, dest: Path | str, size_hint: int = 0) -> Path:
+    """Write a flatbuffer object model (``schema().ModelT``) as a .tflite file."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024 + size_hint)
     builder.Finish(model.Pack(builder), file_identifier=tflite.FILE_IDENTIFIER)
     dest = Path(dest)
     dest.write_bytes(bytes(builder.Output()))

@@ -70,13 +70,20 @@ def device_difference(dev: np.ndarray, ref: np.ndarray, t: tflite.TensorInfo, n:
         return Mismatch(t.name, f"differs in shape from the reference kernels' value: {exc}")
 
 
-def departs(difference: OutputDifference | Mismatch, thresholds: Thresholds) -> bool:
-    """Beyond the thresholds: quantized outputs in steps, float ones relative to their range,
-    ids when any differs; an output that cannot be compared always departs."""
+def departs(difference: OutputDifference | Mismatch, thresholds: Thresholds, float_model: bool = False) -> bool:
+    """Beyond the thresholds: quantized outputs in steps, float ones relative to their range
+    (a float model's at ``threshold_float_rel``, float32 kernels' own precision; a float output
+    of a quantized model carries its steps, at ``threshold_rel``), ids when any differs; an
+    output that cannot be compared always departs."""
     if isinstance(difference, Mismatch):
         return True
     if difference.max_steps is not None:
         return difference.max_steps > thresholds.threshold_steps
     if difference.max_rel is not None:
-        return difference.max_rel > thresholds.threshold_rel
+        return difference.max_rel > (thresholds.threshold_float_rel if float_model else thresholds.threshold_rel)
     return difference.fraction_exact < 1.0
+
+
+def computes_in_float(info: tflite.ModelInfo) -> bool:
+    """No op writes a quantized tensor: a float model, whose devices are judged in relative error."""
+    return not any(info.tensor(t).scales for op in info.ops for t in op.outputs if t >= 0)

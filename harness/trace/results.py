@@ -6,7 +6,12 @@ import dataclasses
 import enum
 from pathlib import Path
 
-from qat_harness.claims.tolerances import TRACE_DEPARTURE_REL, TRACE_DEPARTURE_STEPS, TRACE_JUMP_FACTOR
+from qat_harness.claims.tolerances import (
+    TRACE_DEPARTURE_REL,
+    TRACE_DEPARTURE_STEPS,
+    TRACE_FLOAT_DEPARTURE_REL,
+    TRACE_JUMP_FACTOR,
+)
 from qat_harness.measure.difference import OutputDifference
 from qat_harness.record.tree import TraceCulprit, TraceSummary
 from qat_harness.results import Verdict, plain
@@ -17,12 +22,20 @@ REFERENCE_KERNELS = "LiteRT reference kernels (BUILTIN_REF)"
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """When an op departs: from the reference kernels on a device (``threshold_steps`` int8
-    steps), from float (``threshold_rel`` relative error, ``jump_factor`` times what its inputs
-    carried)."""
+    """When an op departs: from the reference kernels on a device (``threshold_steps`` steps of
+    a quantized tensor's scale; a float model's tensors: ``threshold_float_rel``, the largest
+    difference over the reference's largest magnitude), from float (``threshold_rel`` relative
+    error, ``jump_factor`` times what its inputs carried)."""
     threshold_steps: float = TRACE_DEPARTURE_STEPS
     threshold_rel: float = TRACE_DEPARTURE_REL
     jump_factor: float = TRACE_JUMP_FACTOR
+    threshold_float_rel: float = TRACE_FLOAT_DEPARTURE_REL
+
+    def device_bound(self, float_model: bool) -> str:
+        """How far a device may be from the reference kernels, in words."""
+        if float_model:
+            return f"relative error {self.threshold_float_rel:g} (largest difference over the largest magnitude)"
+        return f"{self.threshold_steps:g} step(s)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +99,36 @@ class DeviceCut:
     def max_rel(self) -> float | None:
         return self.worst.max_rel if isinstance(self.worst, OutputDifference) else None
 
+    @property
+    def magnitude(self) -> float | None:
+        """The worst output's error in its own domain: steps when quantized, else relative."""
+        steps = self.max_steps
+        return steps if steps is not None else self.max_rel
+
+    @property
+    def headline(self) -> str:
+        if self.error is not None:
+            return f"not measured ({self.error[:120]})"
+        if isinstance(self.worst, Mismatch):
+            return self.worst.reason
+        return self.worst.headline if self.worst is not None else "no output compared"
+
+
+class RunKind(enum.StrEnum):
+    CUT = "cut"                # the model cut after ``op``, from the model inputs (cumulative)
+    CUTS = "cuts"              # the model cut after the last of ``ops``, each of them an output (cumulative)
+    LOCAL = "local"            # ``ops`` each alone, fed the reference kernels' values of their inputs
+
 
 @dataclasses.dataclass
 class CutRun:
-    """One run of a cut model on a device, in the order the bisection made them."""
+    """One run of a cut or extracted model on a device, in the order they were made; ``cut`` is
+    op ``op``'s value (for a run of several ops: the worst of them)."""
     op: int
     seconds: float
     cut: DeviceCut
+    kind: RunKind = RunKind.CUT
+    ops: list[int] = dataclasses.field(default_factory=list)
 
 
 class BisectionStatus(enum.StrEnum):
@@ -110,6 +146,9 @@ class Bisection:
     runs: list[CutRun]
     first_departing_op: int | None = None
     agrees_up_to: int | None = None     # every op up to this one agrees (-1: none measured)
+    # the runs that measured local errors (ops alone on the reference kernels' inputs) and the
+    # cumulative errors around the departing op, after the bisection (``local``)
+    attribution_runs: list[CutRun] = dataclasses.field(default_factory=list)
 
 
 class Stage(enum.StrEnum):
@@ -131,7 +170,11 @@ class Culprit:
     carried_rel: float | None = None    # what its inputs carried
     device: str | None = None           # the device that departs (stage device)
     max_steps: float | None = None      # how far that device is from the reference kernels
-    visible_at: int | None = None       # a clipping op blamed: where the error shows in the bulk
+    visible_at: int | None = None       # where the error shows: in the bulk (a clipping op blamed),
+    #                                     or on the device, the first op whose cumulative error departs
+    local: DeviceCut | None = None      # a device culprit run alone on the reference kernels' inputs
+    carried: DeviceCut | None = None    # what arrives at ``visible_at`` (or here) from the model inputs
+    local_departs: bool | None = None   # its local error is out of bounds (a kernel), or not (rounding carried)
     also: list[Culprit] = dataclasses.field(default_factory=list)  # the other candidates, in order
 
     @property
@@ -141,7 +184,16 @@ class Culprit:
 
     def summary(self) -> TraceCulprit:
         """What the run's report keeps of it."""
-        return TraceCulprit(self.op, self.opcode, self.layer, self.stage.value, self.reason, self.device)
+        return TraceCulprit(self.op, self.opcode, self.layer, self.stage.value, self.reason, self.device,
+                            local=self.local.magnitude if self.local else None,
+                            carried=self.carried.magnitude if self.carried else None,
+                            carried_at=self.visible_at if self.carried else None,
+                            domain=_domain(self.local or self.carried))
+
+
+def _domain(cut: DeviceCut | None) -> str | None:
+    worst = cut.worst if cut else None
+    return worst.domain if isinstance(worst, OutputDifference) else None
 
 
 @dataclasses.dataclass
@@ -163,8 +215,10 @@ class OpTrace:
     conversion: Measure = None          # int8 on the reference kernels vs QAT Keras, in steps of its scale
     carried_keras_rel: float = 0.0
     carried_conversion_rel: float = 0.0
-    devices: dict[str, DeviceCut] = dataclasses.field(default_factory=dict)  # device -> its cut here
+    devices: dict[str, DeviceCut] = dataclasses.field(default_factory=dict)  # device -> its cut here (cumulative)
+    local: dict[str, DeviceCut] = dataclasses.field(default_factory=dict)    # device -> this op alone (local)
     verdict: Verdict = Verdict.PASS
+    not_measured: str | None = None     # why no stage measured this op (its verdict is then SKIP)
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -191,6 +245,10 @@ class TraceResult:
     files: TraceFiles = dataclasses.field(default_factory=TraceFiles)
     seconds: float = 0.0
     keras_stage: bool = False              # the QAT Keras model was traced
+    float_model: bool = False              # the traced model computes in float: devices judged in relative error
+    local_rule: str = ""                   # which ops had their local error measured, and why
+    repro: Path | None = None              # the device culprit's minimal repro folder (``repro``)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # what was not traced and why, a line each
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}

@@ -48,6 +48,10 @@ def summary(run: RunReport, width: int | None = None) -> str:
     simulated = sorted({c.device for c in run.claims if c.simulated})
     if simulated:
         lines.append(f"simulated devices (not hardware results): {visible(', '.join(simulated))}")
+    emulated = run.emulated_devices()
+    if emulated:
+        lines.append(f"emulated devices (real kernels under an emulator: numerics only, no latency): "
+                     f"{visible(', '.join(emulated))}")
     return "\n".join(lines)
 
 

@@ -1,29 +1,46 @@
 """The nightly history as text for a terminal (``qat-harness history DIR``): the nights with
-their machines, the latest medians against the first and the previous night, the verdict
-changes and what changed in the environment."""
+their machines and what the nightly gate said of each (BUSY machine, CONFIRMED regression with
+its cause), the latest medians against the first and the previous night, the verdict changes
+and what changed in the environment."""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qat_harness import history
 from qat_harness.writers.plots import ordered_variants
 from qat_harness.writers.text import visible
 from qat_harness.writers.trends import Trends, build_trends
 
+if TYPE_CHECKING:
+    from qat_harness.writers.history_html import NightMark
 
-def history_text(db_path: Path) -> str:
-    return render_trends_text(build_trends(history.load(Path(db_path))))
+
+def history_text(db_path: history.Where) -> str:
+    from qat_harness.writers.history_html import night_marks
+
+    trends = build_trends(history.load(db_path))
+    return render_trends_text(trends, night_marks(db_path, trends))
 
 
-def render_trends_text(trends: Trends) -> str:
+def gate_mark(mark: NightMark | None) -> str:
+    """E.g. 'CONFIRMED REGRESSION digits_cnn on cpu (the model file); BUSY' or '-'."""
+    if mark is None:
+        return "-"
+    parts = [f"CONFIRMED REGRESSION {f.model} on {f.device} ({f.cause})" for f in mark.confirmed]
+    parts += ["BUSY"] if mark.busy else []
+    parts += [f"not confirmed: {f.model} on {f.device}" for f in mark.not_confirmed]
+    return "; ".join(parts) or "-"
+
+
+def render_trends_text(trends: Trends, marks: dict[int, NightMark] | None = None) -> str:
     from tabulate import tabulate
 
     if not trends.nights:
         return "history: no nights recorded yet"
     lines = [f"{len(trends.nights)} night(s), {trends.night_label(0)} .. {trends.night_label(len(trends.nights) - 1)}"]
-    nights = [[i, trends.night_label(i), visible(n.status or "-"), visible(n.environment.headline())]
-              for i, n in enumerate(trends.nights)]
-    lines.append(tabulate(nights, headers=["#", "night", "status", "machine and libraries"]))
+    nights = [[i, trends.night_label(i), visible(n.status or "-"), visible(n.environment.headline()),
+               visible(gate_mark((marks or {}).get(i)))] for i, n in enumerate(trends.nights)]
+    lines.append(tabulate(nights, headers=["#", "night", "status", "machine and libraries", "nightly gate"]))
     rows = []
     for t in trends.devices:
         for variant in ordered_variants(t.latency_ms):

@@ -112,6 +112,7 @@ class PageView:
     claims: list[ClaimView]
     claim_texts: dict[str, str]
     simulated_devices: list[str]
+    emulated_devices: list[str]
     models: list[ModelView]
     libraries: list[tuple[str, str]]
 
@@ -130,7 +131,7 @@ def build_page(run: RunReport) -> PageView:
                for e in run.refused]
     return PageView(run=run, counts={v.value: n for v, n in run.verdict_counts().items()}, claims=claims,
                     claim_texts={c.id: TEXTS.get(c.id, "") for c in run.claims},
-                    simulated_devices=run.simulated_devices(),
+                    simulated_devices=run.simulated_devices(), emulated_devices=run.emulated_devices(),
                     models=[_model_view(name, m, run) for name, m in run.models.items()],
                     libraries=sorted(run.environment.libraries.items()))
 

@@ -103,5 +103,5 @@ def test_the_within_one_step_share_is_a_lower_bound_of_the_real_one():
 
 def test_k2_is_judged_on_tested_devices_and_told_to_the_others():
     assert claims.Scope.DEVICE in ReferenceAgreement.scopes
-    assert ReferenceAgreement.roles == {Role.HOST_CPU, Role.ACCELERATOR}
+    assert ReferenceAgreement.roles == {Role.HOST_CPU, Role.ACCELERATOR, Role.EMULATED}
     assert all(ReferenceAgreement.recorded_on(role) for role in Role)

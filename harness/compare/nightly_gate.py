@@ -1,0 +1,148 @@
+"""The nightly's gate on top of a ``Comparison``: the machine's state on both nights, the
+int8/float ratio judged before the absolute medians, and every latency that looks regressed
+confirmed (``blame``) before it counts. What comes out is the comparison with its latency
+regressions replaced by the confirmed ones, and the lines that say why."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from qat_harness.compare import Comparison, Finding
+from qat_harness.compare.blame import Blame, Suspect, Timed, Timer, settle
+from qat_harness.compare.gates import LatencyGate, Outcome
+from qat_harness.compare.load import QUIET
+from qat_harness.compare.machine import NightEnvironment, runtime_changes
+from qat_harness.compare.night_facts import Digests, FileStore, GateFinding
+from qat_harness.record.tree import RunReport
+
+LOOKS_SLOWER = (Outcome.REGRESSION, Outcome.WITHIN_NOISE, Outcome.MACHINE_BUSY)
+#: The confirming re-time runs at least this long and this many runs per file: it times only
+#: the suspect files, and on a loaded machine (other processes at 90% of the CPUs, measured) the
+#: run's own short schedule left paired intervals of +-50%.
+CONFIRM_MIN_SECONDS = 10.0
+CONFIRM_MIN_RUNS = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class NightVerdict:
+    comparison: Comparison          # latency regressions: the confirmed ones only
+    blames: list[Blame]
+    busy: dict[tuple[str, str], str]  # (model, device) -> 'machine busy: ...' (either night)
+    busy_tonight: dict[tuple[str, str], str]   # the same, for tonight's own timing only
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return self.comparison.regressions
+
+    def text(self) -> str:
+        from tabulate import tabulate
+
+        from qat_harness.writers.text import visible
+
+        lines = ["nightly gate: the machine, the int8/float ratio, then each suspect latency confirmed "
+                 "by re-timing last night's files beside tonight's"]
+        for (model, device), why in sorted(self.busy.items()):
+            lines.append(f"  WARN {visible(model)} {visible(device)}: {visible(why)}")
+        if self.comparison.ratios:
+            lines.append(tabulate([[visible(r.model), visible(r.device), r.kind, f"{r.baseline:.3f}",
+                                    f"{r.current:.3f}", f"{r.change:+.1%}",
+                                    "-" if r.ci_low is None or r.ci_high is None
+                                    else f"[{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]", r.outcome.value]
+                                   for r in self.comparison.ratios],
+                                  headers=["model", "device", "int8/float", "baseline", "current", "change",
+                                           "95% CI", "gate"]))
+        for b in self.blames:
+            tag = f"REGRESSION ({b.cause.value})" if b.regression else f"WARN ({b.cause.value})"
+            lines.append(f"  {tag} {visible(b.model)} {visible(b.device)}: {visible(b.text)}")
+        if not self.blames:
+            lines.append("  no latency looked regressed")
+        return "\n".join(lines)
+
+    def findings(self) -> list[GateFinding]:
+        """What the history keeps of tonight's gate (the history page marks these)."""
+        out = [GateFinding(m, d, "busy", None, why) for (m, d), why in sorted(self.busy_tonight.items())]
+        out += [GateFinding(b.model, b.device, "regression" if b.regression else "not confirmed",
+                            b.cause.value, b.text) for b in self.blames]
+        return out
+
+
+def suspects(comparison: Comparison, tonight: Digests, previous: Digests) -> list[tuple[Suspect, bool]]:
+    """One suspect per model and device whose latency or int8/float ratio looks slower, or whose
+    timed files changed (only a re-time can judge those on a busy night); with whether it
+    looked regressed (a changed file re-timed and found not slower is then no finding at all)."""
+    why: dict[tuple[str, str], list[str]] = {}
+    robust: set[tuple[str, str]] = set()
+    for r in comparison.ratios:
+        if r.outcome in LOOKS_SLOWER and r.change > 0:
+            why.setdefault((r.model, r.device), []).append(r.explain())
+            robust.add((r.model, r.device))
+    for row in comparison.latency:
+        if row.outcome in LOOKS_SLOWER and row.change > comparison.latency_tolerance:
+            why.setdefault((row.model, row.device), []).append(f"{row.variant} {row.explanation}")
+    changed_models = {m for (m, v), d in tonight.items() if previous.get((m, v)) not in (None, d)}
+    timed = {(row.model, row.device) for row in comparison.latency}
+    out = []
+    for model, device in sorted(timed):
+        looked = (model, device) in why
+        if not looked and model not in changed_models:
+            continue
+        reasons = why.get((model, device)) or ["tonight's files changed"]
+        out.append((Suspect(model, device, "; ".join(reasons), (model, device) in robust,
+                            comparison.machine.get((model, device), QUIET)), looked))
+    return out
+
+
+def judge_night(comparison: Comparison, baseline: RunReport, current: RunReport, previous: Digests,
+                tonight: Digests, store: FileStore, timer: Timer) -> NightVerdict:
+    gate = LatencyGate(tolerance=comparison.latency_tolerance, confidence=comparison.confidence)
+    env_before, env_after = NightEnvironment.from_report(baseline), NightEnvironment.from_report(current)
+    blames = []
+    for suspect, looked in suspects(comparison, tonight, previous):
+        blame = settle(suspect, previous, tonight, store, timer,
+                       runtime_changes(env_before, env_after, suspect.device), gate)
+        if blame.regression or looked:
+            blames.append(blame)
+    confirmed = {(b.model, b.device) for b in blames if b.regression}
+    simulated = {(m, d): s.simulated for m, ms in current.models.items() for d, s in ms.devices.items()}
+    regressions = [f for f in comparison.regressions if f.claim != "latency"]
+    regressions += [Finding("latency", b.model, b.device, b.text, f"confirmed: {b.cause.value}",
+                            simulated.get((b.model, b.device), False)) for b in blames if b.regression]
+    latency = [row if row.outcome is not Outcome.REGRESSION or (row.model, row.device) in confirmed
+               else dataclasses.replace(row, outcome=Outcome.NOT_CONFIRMED) for row in comparison.latency]
+    busy = {key: j.text() for key, j in comparison.machine.items() if j.busy}
+    tonight_only = {key: j.about_tonight() for key, j in comparison.machine.items()}
+    return NightVerdict(dataclasses.replace(comparison, regressions=regressions, latency=latency), blames, busy,
+                        {key: j.text() for key, j in tonight_only.items() if j.busy})
+
+
+def device_timer(run: RunReport) -> Timer:
+    """Times files on one of the run's devices, opened with the run's options, in one ABBA
+    schedule (the device's ``benchmark``), fed zeros of each file's input shape and type."""
+    def timer(device: str, labels: dict[str, Path]) -> Timed:
+        from qat_harness.devices import registry
+
+        opts = run.options
+        dev = registry.create(device, num_threads=opts.num_threads, **opts.device_options.get(device, {}))
+        try:
+            settings = dataclasses.replace(opts.bench, num_threads=opts.num_threads,
+                                           min_seconds=max(opts.bench.min_seconds, CONFIRM_MIN_SECONDS),
+                                           min_runs=max(opts.bench.min_runs, CONFIRM_MIN_RUNS),
+                                           max_runs=max(opts.bench.max_runs, CONFIRM_MIN_RUNS))
+            bench = dev.benchmark(labels, {label: zero_inputs(path) for label, path in labels.items()}, settings)
+        finally:
+            dev.close()
+        blocks = bench.details.get("blocks")
+        return Timed({k: list(v) for k, v in bench.times_ms.items()},
+                     int(blocks["block_runs"]) - 1 if isinstance(blocks, dict) else None)
+    return timer
+
+
+def zero_inputs(path: Path):
+    import numpy as np
+
+    from qat_harness.core.tflite import inspect_model
+
+    info = inspect_model(path)
+    arrays = [np.zeros([max(1, int(d)) for d in info.tensor(i).shape], dtype=np.dtype(info.tensor(i).dtype))
+              for i in info.inputs]
+    return arrays[0] if len(arrays) == 1 else arrays

@@ -1,0 +1,93 @@
+"""`qat-harness nightly` night after night with its seams (a run that returns a recorded report,
+a fake timer): a busy night warns and exits 0, a slower file confirmed beside last night's
+exits 1 blaming the model file, a new runtime exits 1 blaming the runtime, and the history page
+and text mark busy nights and confirmed regressions differently (issue #25)."""
+import dataclasses
+import datetime as dt
+
+import recorded_reports
+from test_compare_ratio_and_blame import FakeTimer
+
+from qat_harness import cli
+from qat_harness.commands.nightly import cmd_nightly
+from qat_harness.compare import load, night_facts
+from qat_harness.measure.machine_state import MachineState
+from qat_harness.record.report import Report
+from qat_harness.record.tree import BenchDetails
+from qat_harness.writers.history_text import history_text
+
+QUIET = MachineState(window_s=10.0, cpus=2, load1_before=0.2, load1_after=0.8, other_cpu_s=0.3,
+                     canary_before_ms=10.0, canary_after_ms=10.2)
+BUSY = dataclasses.replace(QUIET, other_cpu_s=14.0, load1_after=3.9)
+MODEL = "int8.tflite"
+
+
+def _night(tmp_path, day: int, state: MachineState, int8_file: bytes, *, int8_ms: float, float_ms: float,
+           litert: str = "2.3.0"):
+    run = recorded_reports.night(f"2026-01-0{day}T02:00:00+00:00", seed=day, noise=0.02, int8_ms=int8_ms,
+                                 float_ms=float_ms)
+    run.environment = dataclasses.replace(run.environment,
+                                          libraries={**run.environment.libraries, "ai-edge-litert": litert})
+    files = tmp_path / f"build{day}"
+    files.mkdir()
+    (files / "float.tflite").write_bytes(b"float model")
+    (files / "int8.tflite").write_bytes(int8_file)
+    run.models[MODEL].artifacts = dataclasses.replace(run.models[MODEL].artifacts,
+                                                      files={"float": files / "float.tflite",
+                                                             "int8": files / "int8.tflite"})
+    details = BenchDetails()
+    load.keep_state(details, state)
+    run.models[MODEL].devices["cpu"].bench_details = details
+    return run
+
+
+def _nightly(tmp_path, run, timer, day: int) -> tuple[int, str]:
+    def fake_run(args, out=None):
+        report = Report(out, run=run)
+        report.finish()
+        return 0, report
+
+    args = cli.build_parser().parse_args(["nightly", "--out", str(tmp_path / "nightly")])
+    code = cmd_nightly(args, run=fake_run, clock=lambda: dt.datetime(2026, 1, day, 2), timer=timer)
+    folder = next(p for p in (tmp_path / "nightly").iterdir() if p.name.startswith(f"2026-01-0{day}"))
+    compare_txt = folder / "compare.txt"
+    return code, compare_txt.read_text() if compare_txt.exists() else ""
+
+
+def test_busy_night_warns_a_slower_file_and_a_new_runtime_are_blamed_and_marked(tmp_path, capsys, monkeypatch):
+    from qat_harness.writers import plots
+
+    drawn = []   # the charts are not what is tested here (and drawing them is most of the time)
+    monkeypatch.setattr(plots, "trend_figure", lambda data: drawn.append(data) or "data:image/png;base64,")
+    timer = FakeTimer(1.25)
+    code, _ = _nightly(tmp_path, _night(tmp_path, 1, QUIET, b"int8 v1", int8_ms=0.5, float_ms=1.0), timer, 1)
+    assert code == 0
+    # night 2: nothing changed but the machine's load (+65%)
+    code, text = _nightly(tmp_path, _night(tmp_path, 2, BUSY, b"int8 v1", int8_ms=0.825, float_ms=1.65), timer, 2)
+    assert code == 0, text
+    assert "machine busy: tonight: other processes used 70%" in text and "0 regression(s)" in text
+    assert not timer.calls                       # the files did not change: nothing to re-time
+    # night 3: quiet, tonight's int8 file is 25% slower
+    code, text = _nightly(tmp_path, _night(tmp_path, 3, QUIET, b"int8 v2", int8_ms=0.625, float_ms=1.0), timer, 3)
+    assert code == 1, text
+    assert "REGRESSION (the model file)" in text and "tonight's file vs last night's, same ABBA blocks: +25%" in text
+    (_, labels), = timer.calls
+    assert {p.parent.name for p in labels.values()} == {night_facts.FILES_FOLDER}
+    # night 4: same files, a new runtime, int8 30% slower on a quiet machine
+    code, text = _nightly(tmp_path, _night(tmp_path, 4, QUIET, b"int8 v2", int8_ms=0.8, float_ms=1.0,
+                                           litert="2.4.0"), timer, 4)
+    assert code == 1, text
+    assert "REGRESSION (the runtime/library version)" in text and "ai-edge-litert 2.3.0 -> 2.4.0" in text
+    assert len(timer.calls) == 1
+
+    page = (tmp_path / "nightly" / "history.html").read_text()
+    rows = page.split('<table id="nights-table">')[1].split("</table>")[0].split("<tr")[2:]
+    assert 'class="night-busy"' in rows[1] and "mark-busy" in rows[1] and "mark-confirmed" not in rows[1]
+    assert "night-confirmed" in rows[2] and "CONFIRMED REGRESSION" in rows[2] and "the model file" in rows[2]
+    assert "the runtime/library version" in rows[3] and "mark-busy" not in rows[0] + rows[2] + rows[3]
+    assert [label[16:] for label in drawn[-1].night_labels] == ["", " busy", " REGRESSION", " REGRESSION"]
+    text_lines = history_text(tmp_path / "nightly" / "history.sqlite").splitlines()
+    assert any("BUSY" in line and "2026-01-02" in line for line in text_lines)
+    assert any("CONFIRMED REGRESSION int8.tflite on cpu (the model file)" in line for line in text_lines)
+    kept = list((tmp_path / "nightly" / night_facts.FILES_FOLDER).glob("*.tflite"))
+    assert len(kept) == 3                         # float, int8 v1 and v2, each once
