@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+# heavy: a wheel built and installed in a venv of its own, and a run from it (about 2 minutes);
+# CI itself installs the project into a fresh venv
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def running_site_packages() -> list[str]:

@@ -232,6 +232,16 @@ class TraceCulprit:
     carried_at: int | None = None
     domain: str | None = None       # of ``local`` and ``carried``: 'int8 steps', 'float' (relative), ...
 
+    def describe(self) -> str:
+        """One line for a report: the op, its stage, and for a device culprit its own (local)
+        error beside the error it carries to where it shows."""
+        text = f"op {self.op} {self.opcode} (layer {self.layer}), stage {self.stage}"
+        if self.local is not None:
+            text += f"; local error {self.local:.3g} {self.domain or ''}".rstrip()
+            if self.carried is not None:
+                text += f", carried {self.carried:.3g} at op {self.carried_at}"
+        return text
+
 
 @dataclasses.dataclass
 class TraceSummary:

@@ -91,6 +91,7 @@ class DeviceView:
     delegation: DelegationView | None
     vs_reference: list[str]
     vs_float: list[str]                     # every non-class output against float (A3)
+    trace: str | None                       # the per-layer trace's culprit, when the run traced
     errors: list[tuple[str, str]]
 
 
@@ -166,7 +167,14 @@ def _device_view(model: str, device: str, d: DeviceSection, m: ModelSection, run
                       accuracy=accuracy, delegation=_delegation_views(d.delegation, m),
                       vs_reference=[_difference(diff) for diff in d.reference_differences()],
                       vs_float=[_difference(diff, " against float") for diff in d.vs_float or []],
-                      errors=sorted(d.errors.items()))
+                      trace=_trace_line(d), errors=sorted(d.errors.items()))
+
+
+def _trace_line(d: DeviceSection) -> str | None:
+    if d.trace is None:
+        return None
+    return (f"Per-layer trace: {d.trace.culprit.describe()}" if d.trace.culprit
+            else "Per-layer trace: no layer departs beyond the thresholds")
 
 
 def _accuracy_bars(top1: dict[str, float], n: int | None) -> list[plots.AccuracyBar]:

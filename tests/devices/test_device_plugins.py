@@ -78,6 +78,7 @@ def test_devices_command_lists_the_plugin_and_the_broken_one():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # a whole conformance run; the plug-in's registry path is test_layers' in CI
 def test_the_plugin_runs_in_a_conformance_run(tmp_path):
     out = _cli("run", "--models", "digits_cnn", "--devices", "acme-cpu", "--acme-level", "3",
                "--out", str(tmp_path), "--skip-bitwidth", "--min-runs", "5", "--min-seconds", "0.1",

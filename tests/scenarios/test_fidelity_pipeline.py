@@ -85,3 +85,38 @@ def test_digits_run_has_the_control_arm_blocks_ceiling_and_cross_check(tmp_path)
     assert "Accuracy arms on the same 360 examples" in md and "- Ceiling: " in md
     if check["status"] != "SKIP":
         assert "| variant | harness median ms | native median ms | difference |" in md
+
+
+def test_digits_on_the_emulated_arm_levels(tmp_path):
+    """Issue 22: digits_cnn from the cache on the three default ARM levels under QEMU: each
+    computes what the reference kernels compute (K2), none has a latency claim judged (emulated:
+    numerics only), the levels agree with each other, and report.md marks them emulated.
+    Skips with the probe's one line where ``qat-harness setup arm-cpu`` has not been run."""
+    from qat_harness.devices.arm.device import LEVEL_DEVICES
+    from qat_harness.measure.level_agreement import UNCONFIRMED
+
+    availability = LEVEL_DEVICES["neon"]().probe()
+    if not availability.available:
+        pytest.skip(availability.reason)
+    from qat_harness import cli
+
+    # the session's digits_cnn artifacts (built by the control-arm run above)
+    code = cli.main(["run", "--models", "digits_cnn", "--devices", "cpu-ref,arm-cpu", "--out", str(tmp_path),
+                     "--eval-limit", "24", "--no-trace", "--fail-on", "never", "--skip-bitwidth",
+                     "--min-runs", "15", "--min-seconds", "0.3", "--warmup", "2"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0
+    levels = ["arm-cpu-neon", "arm-cpu-dotprod", "arm-cpu-i8mm"]
+    for device in levels:
+        assert _claim_of(report, "K2-reference-agreement", device)["verdict"] == "PASS", device
+        c2 = [c for c in report["claims"] if c["id"].startswith("C2") and c["device"] == device]
+        assert all(c["verdict"] == "SKIP" and "emulated" in c["reason"] for c in c2), c2
+    assert not any(UNCONFIRMED in n["text"] for n in report["notes"])
+    text = (tmp_path / "report.md").read_text()
+    assert "**Emulated devices:**" in text and "arm-cpu-dotprod (emulated)" in text
+
+
+def _claim_of(report, cid, device):
+    found = [c for c in report["claims"] if c["id"] == cid and c["device"] == device]
+    assert len(found) == 1, f"{cid}/{device}: {found}"
+    return found[0]

@@ -153,6 +153,7 @@ def test_an_edgetpu_compiled_model_is_recognised_not_vacuously_passed(user_model
 
 # -- Keras models ----------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.heavy   # two QAT builds; each form's loading is test_model_file_security's in CI
 def test_tf_keras_h5_and_keras3_file_go_through_qat_to_a_full_report(user_models, capsys, tmp_path):
     h5, keras3 = user_models.keras_h5_and_keras3()
     code, _, report = run(capsys, tmp_path, "--models", f"{h5},{keras3}",
@@ -170,6 +171,7 @@ def test_tf_keras_h5_and_keras3_file_go_through_qat_to_a_full_report(user_models
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # a QAT build of its own; factories are test_user_models_factory's in CI
 def test_factory_with_its_own_dataset(user_models, capsys, tmp_path, monkeypatch):
     from user_models import FACTORY_WITH_DATA_FUNCTION
 

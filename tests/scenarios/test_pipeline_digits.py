@@ -7,7 +7,9 @@ import pytest
 from qat_harness import cli
 from qat_harness.record import codec
 
-pytestmark = pytest.mark.slow
+# heavy: a cold digits_cnn build of its own (about 3 minutes with the corrupt-artifact rebuild);
+# CI's digits runs are the fidelity scenario's and the packaged conformance tests'
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 FAST_BENCH = ["--min-runs", "15", "--min-seconds", "0.3", "--warmup", "2", "--skip-bitwidth"]
 
@@ -155,3 +157,4 @@ def test_report_carries_the_same_claims_as_before_the_architecture_change(first_
     assert set(before) <= set(now)
     assert set(before["models"]["digits_cnn"]) <= set(now["models"]["digits_cnn"])
     assert set(before["models"]["digits_cnn"]["devices"]["cpu"]) <= set(now["models"]["digits_cnn"]["devices"]["cpu"])
+

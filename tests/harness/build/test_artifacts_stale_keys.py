@@ -58,6 +58,7 @@ def test_a_same_named_npz_with_other_data_is_rebuilt(factory, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # two builds; the key's other inputs are rebuilt on change in CI's tests here
 def test_a_factory_whose_imported_module_changed_is_rebuilt(factory, user_models, tmp_path):
     ref, cache = factory
 

@@ -8,7 +8,8 @@ import pytest
 from qat_harness.layers import matrix as layers
 from qat_harness.layers.tasks import available_probes
 
-pytestmark = pytest.mark.slow
+# heavy: every probe on every device (about 2 minutes); test_layers covers the engine in CI
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 REFUSED_BY_TFMOT = ("lstm", "gru", "simple_rnn", "conv1d", "layer_normalization", "multi_head_attention",
                     "prelu", "elu", "batchnorm_alone", "subclassed_model", "nested_model")
