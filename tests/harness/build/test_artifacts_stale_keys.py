@@ -40,6 +40,7 @@ def factory(user_models, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # two builds; a Keras file replaced under its name is rebuilt in CI's run of this module
 def test_a_same_named_npz_with_other_data_is_rebuilt(factory, tmp_path):
     ref, cache = factory
     data = tmp_path / "data.npz"
