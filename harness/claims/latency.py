@@ -60,7 +60,8 @@ class CpuLatency(Claim):
 
     @classmethod
     def judge(cls, model: str, device: str, m: SpeedUp) -> ClaimResult:
-        """float/int8 ratio of medians with its bootstrap interval, judged against [1.5, 4]."""
+        """float/int8 latency ratio (per round of ABBA blocks where timed so) with its bootstrap
+        interval, judged against [1.5, 4]."""
         lo_ok, hi_ok = cls.SPEEDUP_RANGE
         ratio_ci, float_latency, int8_latency = m.ratio, m.float_latency, m.int8_latency
         if ratio_ci is None or float_latency is None or int8_latency is None:

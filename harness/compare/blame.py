@@ -50,7 +50,11 @@ class Suspect:
     model: str
     device: str
     why: str
-    load_robust: bool            # seen where load cannot put it (the int8/float ratio of one night)
+    #: the slowdown's whole interval, widened by the spread earlier nights showed, lies past the
+    #: tolerance where load cannot put it: the int8/float ratio of one night, or the latency of
+    #: a night judged quiet. Only such a slowdown can be blamed on a new runtime, which no
+    #: re-time can put beside the old one.
+    significant: bool
     machine: MachineJudgement = QUIET
 
 
@@ -63,7 +67,8 @@ class Retimed:
     def explain(self) -> str:
         ci = ("" if self.ratio.ci_low is None or self.ratio.ci_high is None
               else f", 95% CI [{self.ratio.ci_low - 1:+.0%}, {self.ratio.ci_high - 1:+.0%}]")
-        return f"{self.variant} tonight's file vs last night's, same ABBA blocks: {self.ratio.ratio - 1:+.0%}{ci}"
+        return (f"{self.variant} tonight's file vs last night's, same ABBA blocks: {self.ratio.ratio - 1:+.0%}{ci}"
+                f" over {self.ratio.n_pairs} rounds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +96,18 @@ def attribute(suspect: Suspect, files_changed: list[str], retimed: list[Retimed]
              f"slower ({shown})" if retimed else
              f"the files changed ({', '.join(files_changed)}) but could not be re-timed: {retime_problem}"
              if files_changed else "the files did not change")
-    robust = suspect.load_robust or not suspect.machine.busy
-    if version_changes and robust:
+    if version_changes and suspect.significant:
         return Blame(suspect.model, suspect.device, True, Cause.RUNTIME,
                      f"{head}; {files}; changed: {'; '.join(version_changes)}", tuple(retimed or ()))
-    if suspect.machine.busy:
+    if version_changes and not suspect.machine.busy:
         return Blame(suspect.model, suspect.device, False, Cause.MACHINE,
-                     f"{suspect.machine.text()}; {head} not judged; {files}", tuple(retimed or ()))
+                     f"not significant: {head}; {files}; changed: {'; '.join(version_changes)}, but the "
+                     "slowdown is not significant beside the night-to-night spread of the earlier nights "
+                     "(or there are too few of them)", tuple(retimed or ()))
+    if suspect.machine.busy:
+        versions = f"; changed: {'; '.join(version_changes)}, not significant" if version_changes else ""
+        return Blame(suspect.model, suspect.device, False, Cause.MACHINE,
+                     f"{suspect.machine.text()}; {head} not judged; {files}{versions}", tuple(retimed or ()))
     if files_changed and not retimed:
         return Blame(suspect.model, suspect.device, False, Cause.MACHINE,
                      f"not confirmed: {head}; {files}", ())
@@ -106,23 +116,47 @@ def attribute(suspect: Suspect, files_changed: list[str], retimed: list[Retimed]
                  tuple(retimed or ()))
 
 
-def retime(timer: Timer, device: str, pairs: Mapping[str, tuple[Path, Path]], gate: LatencyGate) -> list[Retimed]:
-    """``pairs``: variant -> (last night's file, tonight's file), all timed in one schedule."""
+#: A re-time whose interval still reaches across the tolerance is timed again and its rounds
+#: pooled with the earlier ones, up to this many schedules in all: a slowdown twice the
+#: tolerance then reaches significance on a loaded machine, and an equal pair ends after one.
+CONFIRM_MAX_SCHEDULES = 3
+
+
+def retime(timer: Timer, device: str, pairs: Mapping[str, tuple[Path, Path]], gate: LatencyGate,
+           max_schedules: int = CONFIRM_MAX_SCHEDULES) -> list[Retimed]:
+    """``pairs``: variant -> (last night's file, tonight's file), all timed in one schedule,
+    again while some variant's interval is undecided (``undecided``)."""
     labels = {f"{who}:{variant}": path for variant, (old, new) in pairs.items()
               for who, path in ((PREVIOUS, old), (TONIGHT, new))}
-    timed = timer(device, labels)
-    out = []
-    for variant in pairs:
-        new, old = timed.times_ms[f"{TONIGHT}:{variant}"], timed.times_ms[f"{PREVIOUS}:{variant}"]
-        if timed.runs_per_block:
-            ratio = stats.block_ratio_ci(stats.split_blocks(new, timed.runs_per_block),
-                                         stats.split_blocks(old, timed.runs_per_block))
-        else:
-            ratio = stats.ratio_of_medians_ci(new, old)
-        outcome = (gate.judge_medians(1.0, ratio.ratio).outcome if ratio.ci_low is None or ratio.ci_high is None
-                   else gate.outcome(ratio.ratio, ratio.ci_low, ratio.ci_high))
-        out.append(Retimed(variant, ratio, outcome))
+    rounds: dict[str, list[list[float]]] = {label: [] for label in labels}
+    runs: dict[str, list[float]] = {label: [] for label in labels}
+    out: list[Retimed] = []
+    for _ in range(max(1, max_schedules)):
+        timed = timer(device, labels)
+        for label in labels:
+            runs[label] += timed.times_ms[label]
+            if timed.runs_per_block:
+                rounds[label] += stats.split_blocks(timed.times_ms[label], timed.runs_per_block)
+        out = [compare_pair(variant, rounds, runs, gate) for variant in pairs]
+        if not any(undecided(r, gate) for r in out):
+            break
     return out
+
+
+def compare_pair(variant: str, rounds: dict[str, list[list[float]]], runs: dict[str, list[float]],
+                 gate: LatencyGate) -> Retimed:
+    new, old = f"{TONIGHT}:{variant}", f"{PREVIOUS}:{variant}"
+    ratio = (stats.paired_block_ratio_ci(rounds[new], rounds[old]) if rounds[new]
+             else stats.ratio_of_medians_ci(runs[new], runs[old]))
+    outcome = (gate.judge_medians(1.0, ratio.ratio).outcome if ratio.ci_low is None or ratio.ci_high is None
+               else gate.outcome(ratio.ratio, ratio.ci_low, ratio.ci_high))
+    return Retimed(variant, ratio, outcome)
+
+
+def undecided(retimed: Retimed, gate: LatencyGate) -> bool:
+    """Its interval reaches across the tolerance: more rounds could still decide it either way."""
+    low, high = retimed.ratio.ci_low, retimed.ratio.ci_high
+    return low is not None and high is not None and low <= 1 + gate.tolerance < high
 
 
 def settle(suspect: Suspect, previous: Digests, tonight: Digests, store: FileStore, timer: Timer,

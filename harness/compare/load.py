@@ -62,8 +62,8 @@ def keep_state(details: BenchDetails, state: MachineState | None) -> str | None:
 
 
 def judge_window(state: MachineState | None) -> MachineJudgement:
-    """One timing window on its own: other processes' share of the CPUs, the load average, the
-    canary after the timing against before it, and the cores' frequency."""
+    """One timing window on its own: other processes' share of the CPUs (else the load
+    average), the canary after the timing against before it, and the cores' frequency."""
     if state is None:
         return QUIET
     reasons = []
@@ -71,8 +71,11 @@ def judge_window(state: MachineState | None) -> MachineJudgement:
     if share is not None and share > tolerances.MACHINE_BUSY_OTHER_CPU_SHARE:
         reasons.append(f"other processes used {share:.0%} of the {state.cpus} CPU(s) during timing "
                        f"(> {tolerances.MACHINE_BUSY_OTHER_CPU_SHARE:.0%})")
+    # The load average counts our own timing threads and trails the last minute (the build
+    # before the timing, last night's load in a quick succession of nights): it only judges
+    # where other processes' CPU time is unreadable.
     load = max((v for v in (state.load1_before, state.load1_after) if v is not None), default=None)
-    if load is not None and load > tolerances.MACHINE_BUSY_LOAD_PER_CPU * state.cpus:
+    if share is None and load is not None and load > tolerances.MACHINE_BUSY_LOAD_PER_CPU * state.cpus:
         reasons.append(f"load average {load:.1f} on {state.cpus} CPU(s)")
     if state.canary_before_ms and state.canary_after_ms:
         slower = max(state.canary_before_ms, state.canary_after_ms) / min(state.canary_before_ms,

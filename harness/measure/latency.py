@@ -41,10 +41,10 @@ def time_variants(dev: Device, paths: Mapping[str, Path], samples: Mapping[str, 
     def ratio(numerator: str, denominator: str) -> stats.RatioCI | None:
         if numerator not in bench.times_ms or denominator not in bench.times_ms:
             return None
-        if details.blocks:  # timed in ABBA blocks: the interval resamples whole rounds
+        if details.blocks:  # timed in ABBA blocks: each round's ratio, so load and drift cancel
             per_block = details.blocks.block_runs - 1
-            return stats.block_ratio_ci(stats.split_blocks(bench.times_ms[numerator], per_block),
-                                        stats.split_blocks(bench.times_ms[denominator], per_block))
+            return stats.paired_block_ratio_ci(stats.split_blocks(bench.times_ms[numerator], per_block),
+                                               stats.split_blocks(bench.times_ms[denominator], per_block))
         return stats.ratio_of_medians_ci(bench.times_ms[numerator], bench.times_ms[denominator])
 
     return LatencyMeasurement(bench, {v: stats.latency_summary(t) for v, t in bench.times_ms.items()}, details,

@@ -19,6 +19,26 @@ def test_ratio_with_too_few_pairs_has_no_interval():
     assert r.ratio == 2.0 and r.ci_low is None
 
 
+def _rounds(rng, base_ms: float, loads, per_block: int = 9) -> list[list[float]]:
+    return [list(base_ms * load * rng.lognormal(0, 0.05, per_block)) for load in loads]
+
+
+def test_paired_rounds_cancel_a_load_that_moves_from_round_to_round():
+    rng = np.random.default_rng(5)
+    loads = rng.uniform(1.0, 3.0, 40)      # every round meets a load of its own, both files alike
+    slow, fast = _rounds(rng, 2.4, loads), _rounds(rng, 2.0, loads)
+    paired = stats.paired_block_ratio_ci(slow, fast)
+    pooled = stats.block_ratio_ci(slow, fast)
+    assert paired.ratio == pytest.approx(1.2, rel=0.02) and paired.n_pairs == 40
+    assert paired.ci_high - paired.ci_low < 0.5 * (pooled.ci_high - pooled.ci_low)
+    assert paired.ci_low > 1.15
+
+
+def test_paired_rounds_with_too_few_rounds_have_no_interval():
+    r = stats.paired_block_ratio_ci([[2.0] * 9] * 3, [[1.0] * 9] * 3)
+    assert r.ratio == pytest.approx(2.0) and r.ci_low is None and r.n_pairs == 3
+
+
 def test_wilson_interval_is_inside_unit_range_and_brackets_rate():
     w = stats.wilson_interval(99, 100)
     assert 0 < w.ci_low < 0.99 < w.ci_high <= 1

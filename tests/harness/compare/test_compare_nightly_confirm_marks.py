@@ -73,9 +73,14 @@ def test_busy_night_warns_a_slower_file_and_a_new_runtime_are_blamed_and_marked(
     assert "REGRESSION (the model file)" in text and "tonight's file vs last night's, same ABBA blocks: +25%" in text
     (_, labels), = timer.calls
     assert {p.parent.name for p in labels.values()} == {night_facts.FILES_FOLDER}
-    # night 4: same files, a new runtime, int8 30% slower on a quiet machine
-    code, text = _nightly(tmp_path, _night(tmp_path, 4, QUIET, b"int8 v2", int8_ms=0.8, float_ms=1.0,
-                                           litert="2.4.0"), timer, 4)
+    # nights 4 and 5: quiet, nothing changed (the history learns how far the ratio moves alone)
+    for day in (4, 5):
+        code, text = _nightly(tmp_path, _night(tmp_path, day, QUIET, b"int8 v2", int8_ms=0.625, float_ms=1.0),
+                              timer, day)
+        assert code == 0, text
+    # night 6: same files, a new runtime, int8 30% slower on a quiet machine
+    code, text = _nightly(tmp_path, _night(tmp_path, 6, QUIET, b"int8 v2", int8_ms=0.8, float_ms=1.0,
+                                           litert="2.4.0"), timer, 6)
     assert code == 1, text
     assert "REGRESSION (the runtime/library version)" in text and "ai-edge-litert 2.3.0 -> 2.4.0" in text
     assert len(timer.calls) == 1
@@ -84,10 +89,19 @@ def test_busy_night_warns_a_slower_file_and_a_new_runtime_are_blamed_and_marked(
     rows = page.split('<table id="nights-table">')[1].split("</table>")[0].split("<tr")[2:]
     assert 'class="night-busy"' in rows[1] and "mark-busy" in rows[1] and "mark-confirmed" not in rows[1]
     assert "night-confirmed" in rows[2] and "CONFIRMED REGRESSION" in rows[2] and "the model file" in rows[2]
-    assert "the runtime/library version" in rows[3] and "mark-busy" not in rows[0] + rows[2] + rows[3]
-    assert [label[16:] for label in drawn[-1].night_labels] == ["", " busy", " REGRESSION", " REGRESSION"]
+    assert "the runtime/library version" in rows[5] and "mark-busy" not in rows[0] + rows[2] + rows[5]
+    assert [label[16:] for label in drawn[-1].night_labels] == ["", " busy", " REGRESSION", "", "", " REGRESSION"]
     text_lines = history_text(tmp_path / "nightly" / "history.sqlite").splitlines()
     assert any("BUSY" in line and "2026-01-02" in line for line in text_lines)
     assert any("CONFIRMED REGRESSION int8.tflite on cpu (the model file)" in line for line in text_lines)
     kept = list((tmp_path / "nightly" / night_facts.FILES_FOLDER).glob("*.tflite"))
-    assert len(kept) == 3                         # float, int8 v1 and v2, each once
+    assert len(kept) == 2                         # the last 3 nights' files: float and int8 v2, once each
+
+
+def test_a_new_runtime_is_not_blamed_before_the_history_knows_how_far_the_ratio_moves(tmp_path):
+    timer = FakeTimer(1.0)
+    assert _nightly(tmp_path, _night(tmp_path, 1, QUIET, b"int8", int8_ms=0.5, float_ms=1.0), timer, 1)[0] == 0
+    code, text = _nightly(tmp_path, _night(tmp_path, 2, QUIET, b"int8", int8_ms=0.65, float_ms=1.0,
+                                           litert="2.4.0"), timer, 2)
+    assert code == 0, text
+    assert "not significant" in text and "ai-edge-litert 2.3.0 -> 2.4.0" in text and "too few" in text

@@ -59,7 +59,7 @@ def _retimed(ratio: float) -> blame.Retimed:
     return blame.Retimed("qat_int8", ci, GATE.outcome(ratio, ci.ci_low, ci.ci_high))
 
 
-SUSPECT = Suspect("m", "cpu", "qat_int8 median +20%", load_robust=False)
+SUSPECT = Suspect("m", "cpu", "qat_int8 median +20%", significant=True)
 
 
 def test_a_slowdown_reproduced_beside_last_nights_file_is_the_model_file():
@@ -82,11 +82,18 @@ def test_nothing_changed_is_the_machine_and_never_a_regression():
     assert not retimed.regression and retimed.cause is Cause.MACHINE
 
 
+def test_a_slowdown_inside_the_noise_is_not_blamed_on_a_new_runtime():
+    within = dataclasses.replace(SUSPECT, significant=False)
+    b = blame.attribute(within, [], None, ["ai-edge-litert 2.3.0 -> 2.4.0"])
+    assert not b.regression and b.text.startswith("not significant") and "ai-edge-litert 2.3.0 -> 2.4.0" in b.text
+
+
 def test_on_a_busy_machine_only_what_load_cannot_move_blames_the_runtime():
-    busy = dataclasses.replace(SUSPECT, machine=BUSY)
+    busy = dataclasses.replace(SUSPECT, machine=BUSY, significant=False)
     b = blame.attribute(busy, [], None, ["ai-edge-litert 2.3.0 -> 2.4.0"])
     assert not b.regression and b.text.startswith("machine busy: tonight: other processes used 70%")
-    ratio = dataclasses.replace(busy, load_robust=True)
+    assert "ai-edge-litert 2.3.0 -> 2.4.0, not significant" in b.text
+    ratio = dataclasses.replace(busy, significant=True)
     assert blame.attribute(ratio, [], None, ["ai-edge-litert 2.3.0 -> 2.4.0"]).cause is Cause.RUNTIME
     # a changed file reproduced in the same blocks is the file's, busy or not
     assert blame.attribute(busy, ["qat_int8"], [_retimed(1.25)], []).cause is Cause.MODEL
@@ -160,3 +167,37 @@ def test_unchanged_files_are_not_retimed_and_a_lost_file_leaves_it_unconfirmed(t
     store.path(d["old.tflite"]).unlink()
     lost = blame.settle(SUSPECT, same, {("m", "qat_int8"): d["new.tflite"]}, store, timer, [], GATE)
     assert not lost.regression and "no longer kept" in lost.text and not timer.calls
+
+
+class NoisyTimer:
+    """Each schedule meets a noise of its own (sd 30% per block, no common load): one schedule
+    of 6 rounds leaves a slowdown of twice the tolerance undecided; pooled ones decide it."""
+
+    def __init__(self, slowdown: float, rounds: int = 6, per_block: int = 9):
+        self.slowdown, self.rounds, self.per_block, self.calls = slowdown, rounds, per_block, 0
+
+    def __call__(self, device: str, labels: dict) -> Timed:
+        rng = np.random.default_rng(self.calls)
+        self.calls += 1
+        times = {}
+        for label in labels:
+            base = 2.0 * (self.slowdown if label.startswith(blame.TONIGHT) else 1.0)
+            times[label] = [float(base * rng.lognormal(0, 0.3) * rng.normal(1, 0.01))
+                            for _ in range(self.rounds) for _ in range(self.per_block)]
+        return Timed(times, self.per_block)
+
+
+def test_an_undecided_retime_is_timed_again_with_its_rounds_pooled(tmp_path):
+    pairs = {"qat_int8": (tmp_path / "old.tflite", tmp_path / "new.tflite")}
+    one = blame.retime(NoisyTimer(1.2), "cpu", pairs, GATE, max_schedules=1)
+    assert blame.undecided(one[0], GATE) and one[0].ratio.n_pairs == 6
+    timer = NoisyTimer(1.2, rounds=6)
+    pooled = blame.retime(timer, "cpu", pairs, GATE, max_schedules=8)
+    assert timer.calls > 1 and pooled[0].ratio.n_pairs == 6 * timer.calls
+    assert pooled[0].outcome is Outcome.REGRESSION and "rounds" in pooled[0].explain()
+
+
+def test_a_decided_retime_is_timed_once(tmp_path):
+    timer = FakeTimer(1.0, rounds=30)
+    out = blame.retime(timer, "cpu", {"qat_int8": (tmp_path / "a", tmp_path / "b")}, GATE)
+    assert len(timer.calls) == 1 and out[0].outcome is Outcome.UNCHANGED
