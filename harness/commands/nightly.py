@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                          help="relative latency change that counts as a regression (default 0.10)")
     add_history_option(nightly, "where to record the night: a SQLite file (default: "
                                 "FOLDER/history.sqlite) or a PostgreSQL database a lab's hosts share")
+    nightly.add_argument("--from-report", type=Path, metavar="REPORT",
+                         help="record and compare this finished report instead of running: a report.json "
+                              "(or its folder), e.g. the merge of a sharded night's pieces")
 
 
 def cmd_nightly(args: argparse.Namespace,
@@ -47,6 +50,8 @@ def cmd_nightly(args: argparse.Namespace,
     from qat_harness.writers.text import visible
 
     folder = args.out or DEFAULT_FOLDER
+    if args.from_report is not None:
+        run = finished_report(args.from_report)
     run_dir = new_run_folder(folder, clock().strftime("%Y-%m-%d-%H%M%S"))
     args.fail_on = "never"
     code, report = run(args, out=run_dir)
@@ -54,7 +59,8 @@ def cmd_nightly(args: argparse.Namespace,
         return code
     if report.run.options.shard is not None:  # a piece of the night: its history is the merged report's
         print(f"nightly: shard {report.run.options.shard} written to {run_dir}; merge the pieces "
-              "(qat-harness merge) to record and compare the night")
+              "(qat-harness merge PIECES --out MERGED) and record and compare the night with "
+              "qat-harness nightly --from-report MERGED")
         return EXIT_OK
     db = args.history or folder / "history.sqlite"
     run_id = history.record(db, report.run, report.json_path)
@@ -79,3 +85,26 @@ def cmd_nightly(args: argparse.Namespace,
     write_atomically(run_dir / "compare.txt", text + "\n")
     print(text)
     return EXIT_GATE if verdict.regressions else EXIT_OK
+
+
+def finished_report(path: Path) -> Callable[..., tuple[int, "Report"]]:
+    """The ``run`` of ``--from-report``: the finished report (read safely, migrated), written
+    into the night's folder as a run's is. A piece of a sharded night is refused in one line:
+    a piece alone would record half a night as a whole one."""
+    from qat_harness.core.errors import UsageError
+    from qat_harness.record import codec
+
+    finished = codec.load(path)
+    if finished.options.shard is not None:
+        raise UsageError(f"{path} is one piece (shard {finished.options.shard}) of a sharded night: merge "
+                         "the pieces first (qat-harness merge PIECES --out MERGED), then --from-report MERGED")
+
+    def run(args: argparse.Namespace, out: Path | None = None) -> tuple[int, "Report"]:
+        from qat_harness.record.report import Report
+        from qat_harness.writers.pages import run_pages
+
+        assert out is not None  # cmd_nightly always names the night's folder
+        report = Report(out, run=finished, pages=run_pages(out))
+        report.finish()
+        return EXIT_OK, report
+    return run

@@ -99,8 +99,8 @@ def attribute(suspect: Suspect, files_changed: list[str], retimed: list[Retimed]
     if version_changes and suspect.significant:
         return Blame(suspect.model, suspect.device, True, Cause.RUNTIME,
                      f"{head}; {files}; changed: {'; '.join(version_changes)}", tuple(retimed or ()))
-    if version_changes and not suspect.machine.busy:
-        return Blame(suspect.model, suspect.device, False, Cause.MACHINE,
+    if version_changes and not suspect.machine.busy:   # the runtime's, suspected, unconfirmed
+        return Blame(suspect.model, suspect.device, False, Cause.RUNTIME,
                      f"not significant: {head}; {files}; changed: {'; '.join(version_changes)}, but the "
                      "slowdown is not significant beside the night-to-night spread of the earlier nights "
                      "(or there are too few of them)", tuple(retimed or ()))

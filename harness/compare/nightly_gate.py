@@ -52,7 +52,7 @@ class NightVerdict:
                                   headers=["model", "device", "int8/float", "baseline", "current", "change",
                                            "95% CI", "gate"]))
         for b in self.blames:
-            tag = f"REGRESSION ({b.cause.value})" if b.regression else f"WARN ({b.cause.value})"
+            tag = f"REGRESSION ({b.cause.value})" if b.regression else f"WARN ({b.cause.value}, not confirmed)"
             lines.append(f"  {tag} {visible(b.model)} {visible(b.device)}: {visible(b.text)}")
         if not self.blames:
             lines.append("  no latency looked regressed")

@@ -105,3 +105,4 @@ def test_a_new_runtime_is_not_blamed_before_the_history_knows_how_far_the_ratio_
                                            litert="2.4.0"), timer, 2)
     assert code == 0, text
     assert "not significant" in text and "ai-edge-litert 2.3.0 -> 2.4.0" in text and "too few" in text
+    assert "WARN (the runtime/library version, not confirmed)" in text

@@ -86,6 +86,7 @@ def test_a_slowdown_inside_the_noise_is_not_blamed_on_a_new_runtime():
     within = dataclasses.replace(SUSPECT, significant=False)
     b = blame.attribute(within, [], None, ["ai-edge-litert 2.3.0 -> 2.4.0"])
     assert not b.regression and b.text.startswith("not significant") and "ai-edge-litert 2.3.0 -> 2.4.0" in b.text
+    assert b.cause is Cause.RUNTIME    # suspected, not confirmed: a WARN that names the runtime
 
 
 def test_on_a_busy_machine_only_what_load_cannot_move_blames_the_runtime():
