@@ -289,8 +289,9 @@ def runtime_files(request) -> tuple[str, dict[str, Path]]:
     return "digits_cnn", {"float": digits["float"], "qat_int8": digits["qat_int8"]}
 
 
-#: quiet nights with the old runtime before the new one: the gate's night-to-night spread needs 4 pairs
-HISTORY_NIGHTS = 5
+#: nights with the old runtime before the new one (``QAT_BENCH_HISTORY_NIGHTS``): the gate's
+#: night-to-night spread needs 4 pairs, and is estimated better from more
+HISTORY_NIGHTS = int(os.environ.get("QAT_BENCH_HISTORY_NIGHTS", "5"))
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["quiet", "busy"])

@@ -71,8 +71,13 @@ class LiteRTDevice(Device):
                                  timeout_s)
             except DeviceError as exc:
                 raise _explain_custom_ops(exc) from None
-            with np.load(out_path, allow_pickle=False) as npz:
-                outputs = [npz[f"out_{k}"] for k in range(len(npz.files))]
+            try:
+                with np.load(out_path, allow_pickle=False) as npz:
+                    outputs = [npz[f"out_{k}"] for k in range(len(npz.files))]
+            except ValueError as exc:   # an output no plain array holds (a resource or variant tensor)
+                raise DeviceError(f"{Path(model_path).name}: an output cannot be read as an array: {exc}") from None
+        if not outputs:
+            raise DeviceError(f"{Path(model_path).name} has no outputs: there is nothing to compare")
         return RunResult(outputs=outputs[0], extra_outputs=outputs[1:],
                          delegation=self._delegation(resp.get("ops", {})))
 
