@@ -13,8 +13,9 @@ from qat_harness.pytest_plugin import conformance_options, given_device_options
 
 pytest_plugins = ["pytester"]
 
-#: where a command writes, when it fails, what it resumes: not options of the run itself
-COMMAND_LINE_ONLY = {"command", "out", "fail_on", "resume", "latency_tolerance", "history"}
+#: where a command writes, when it fails, what it resumes, which finished report it records
+#: instead of running: not options of the run itself
+COMMAND_LINE_ONLY = {"command", "out", "fail_on", "resume", "latency_tolerance", "history", "from_report"}
 #: how a test ends on a latency FAIL; device options (the command line has one flag per option)
 PLUGIN_ONLY = {"strict_perf", "device_options"}
 
