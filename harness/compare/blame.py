@@ -148,9 +148,7 @@ def compare_pair(variant: str, rounds: dict[str, list[list[float]]], runs: dict[
     new, old = f"{TONIGHT}:{variant}", f"{PREVIOUS}:{variant}"
     ratio = (stats.paired_block_ratio_ci(rounds[new], rounds[old]) if rounds[new]
              else stats.ratio_of_medians_ci(runs[new], runs[old]))
-    outcome = (gate.judge_medians(1.0, ratio.ratio).outcome if ratio.ci_low is None or ratio.ci_high is None
-               else gate.outcome(ratio.ratio, ratio.ci_low, ratio.ci_high))
-    return Retimed(variant, ratio, outcome)
+    return Retimed(variant, ratio, gate.judge_ratio(ratio.ratio, ratio.ci_low, ratio.ci_high))
 
 
 def undecided(retimed: Retimed, gate: LatencyGate) -> bool:

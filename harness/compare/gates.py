@@ -105,6 +105,12 @@ class LatencyGate:
             return Outcome.WITHIN_NOISE
         return Outcome.UNCHANGED
 
+    def judge_ratio(self, ratio: float, low: float | None, high: float | None) -> Outcome:
+        """The rule on an interval of current / baseline; without one, on the point estimate."""
+        if low is None or high is None:
+            return self.judge_medians(1.0, ratio).outcome
+        return self.outcome(ratio, low, high)
+
     def judge_medians(self, baseline_median_ms: float, current_median_ms: float) -> LatencyFinding:
         ratio = current_median_ms / baseline_median_ms
         if ratio > 1 + self.tolerance:

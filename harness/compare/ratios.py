@@ -65,9 +65,5 @@ def compare_ratio(gate: LatencyGate, model: str, device: str, kind: str, baselin
     if low is not None and high is not None and noise is not None and noise.pairs >= MIN_NOISE_PAIRS:
         low, high = widen(change, low, high, noise.sd_log_ratio, gate.confidence)
         pairs = noise.pairs
-    if low is None or high is None:
-        outcome = gate.judge_medians(1.0, change).outcome
-    else:
-        outcome = gate.outcome(change, low, high)
     return RatioRow(model, device, kind, 1 / baseline.ratio, 1 / current.ratio, change - 1, low, high, pairs,
-                    outcome, gate.tolerance)
+                    gate.judge_ratio(change, low, high), gate.tolerance)
