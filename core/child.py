@@ -281,8 +281,13 @@ class ServingChild:
     ``run`` then starts a fresh child. ``first_stage`` names the stage before any progress."""
 
     def __init__(self, module: str, log_path: Path, startup_timeout_s: float = 180.0,
-                 first_stage: str = "start", env: dict[str, str] | None = None):
+                 first_stage: str = "start", env: dict[str, str] | None = None, own_session: bool = True):
         self.module = module
+        #: False: a process group of its own in the harness's session (killed as a group all the
+        #: same). Where the kernel groups processes by session for CPU time (autogroup, on by
+        #: default on Linux desktops and many VMs), children timed against each other must share
+        #: one session, or each meets the machine's other load with a share of its own.
+        self.own_session = own_session
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self.first_stage = first_stage
@@ -299,7 +304,9 @@ class ServingChild:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(child_command(self.module), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=log, cwd=self._cwd.name,
-                                         start_new_session=True, env=child_environment(self.env))
+                                         start_new_session=self.own_session,
+                                         process_group=None if self.own_session else 0,
+                                         env=child_environment(self.env))
         self.starts += 1
         self.events = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.events), daemon=True).start()

@@ -45,3 +45,18 @@ def file_digest(path) -> str:
     """sha256 of a file's bytes (read in chunks: a file may be larger than memory)."""
     with open(os.fspath(path), "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+#: Written by Python itself when a package is imported: not part of what a package holds.
+BYTECODE_FOLDER = "__pycache__"
+
+
+def folder_digest(folder) -> str:
+    """sha256 over every file under ``folder`` (its path relative to the folder, then its own
+    sha256), in path order, bytecode caches left out: two copies of one package digest alike
+    wherever they lie and whichever of them Python has imported."""
+    root = Path(folder)
+    outer = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and BYTECODE_FOLDER not in p.parts):
+        outer.update(path.relative_to(root).as_posix().encode() + b"\0" + file_digest(path).encode() + b"\n")
+    return outer.hexdigest()

@@ -59,7 +59,8 @@ def block_order(labels: list[str], round_index: int) -> list[str]:
 Clock = Callable[[], float]
 
 
-def _time_runs(invoke: Callable[[], object], runs: int, clock: Clock) -> list[float]:
+def time_runs(invoke: Callable[[], object], runs: int, clock: Clock = time.perf_counter) -> list[float]:
+    """Each of ``runs`` consecutive runs of ``invoke``, in ms."""
     times = []
     for _ in range(runs):
         t0 = clock()
@@ -70,17 +71,29 @@ def _time_runs(invoke: Callable[[], object], runs: int, clock: Clock) -> list[fl
 
 def time_first_invoke(invoke: Callable[[], object], clock: Clock = time.perf_counter) -> float:
     """The first run of a freshly loaded model (it pays for lazy initialisation), in ms."""
-    return _time_runs(invoke, 1, clock)[0]
+    return time_runs(invoke, 1, clock)[0]
 
 
 def time_blocks(invokers: dict[str, Callable[[], object]], schedule: Schedule,
                 clock: Clock = time.perf_counter) -> dict:
-    """Warm every model up, then time them in ABBA blocks. Returns the worker's JSON answer:
-    ``times_ms`` (steady runs per label, block after block) and ``blocks`` (the protocol, the
-    block size, the rounds, the order of the first two rounds and the cold runs)."""
-    labels = list(invokers)
+    """Warm every model up, then time them in ABBA blocks, in this process."""
+    return run_schedule(list(invokers), lambda label, runs: time_runs(invokers[label], runs, clock),
+                        schedule, clock)
+
+
+#: (label, runs) -> the time of each of ``runs`` consecutive runs of that label's model, in ms
+BlockRunner = Callable[[str, int], list[float]]
+
+
+def run_schedule(labels: list[str], run_block: BlockRunner, schedule: Schedule,
+                 clock: Clock = time.perf_counter) -> dict:
+    """The schedule itself, whoever runs a block: a worker timing its own models, or the
+    harness handing each block to the process that holds that label's runtime (two runtimes
+    cannot share a process). Returns the worker's JSON answer: ``times_ms`` (steady runs per
+    label, block after block) and ``blocks`` (the protocol, the block size, the rounds, the
+    order of the first two rounds and the cold runs)."""
     for label in labels:
-        _time_runs(invokers[label], schedule.warmup_runs, clock)
+        run_block(label, schedule.warmup_runs)
     steady: dict[str, list[float]] = {label: [] for label in labels}
     cold: dict[str, list[float]] = {label: [] for label in labels}
     start, rounds = clock(), 0
@@ -94,7 +107,7 @@ def time_blocks(invokers: dict[str, Callable[[], object]], schedule: Schedule,
 
     while more_rounds_needed():
         for label in block_order(labels, rounds):
-            times = _time_runs(invokers[label], schedule.block_runs, clock)
+            times = run_block(label, schedule.block_runs)
             cold[label].append(times[0])
             steady[label] += times[1:]
         rounds += 1
@@ -103,4 +116,3 @@ def time_blocks(invokers: dict[str, Callable[[], object]], schedule: Schedule,
               "cold_ms": cold, "cold_median_ms": {label: statistics.median(c) if c else float("nan")
                                  for label, c in cold.items()}}
     return {"times_ms": steady, "blocks": blocks}
-

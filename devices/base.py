@@ -229,6 +229,13 @@ class Device(abc.ABC):
         input(s) (one example; a dict gives each label its own, already-typed input).
         Raises DeviceError."""
 
+    def benchmark_runtimes(self, models: dict[str, Path], runtimes: dict[str, Path | None],
+                           sample: np.ndarray | dict[str, np.ndarray], settings: BenchSettings) -> BenchResult:
+        """As ``benchmark``, each model loaded by its own runtime package (label -> the folder to
+        import it from; None: the device's own), all in one schedule: how a new runtime is
+        confirmed slower than the old one. A device that loads one runtime only refuses."""
+        raise DeviceError(f"{self.name} cannot load another runtime beside its own", kind="unsupported")
+
     def prepare(self, model_path: Path, workdir: Path) -> tuple[Path, Delegation | None]:
         """Device-specific compilation step (e.g. edgetpu_compiler). Returns the model to run
         and, when known ahead of running, how the graph is mapped. Default: nothing to do."""

@@ -23,6 +23,7 @@ from qat_harness.devices.base import (
     BenchResult,
     BenchSettings,
     Delegation,
+    Device,
     DeviceError,
     DeviceOption,
     ModelInputs,
@@ -55,6 +56,8 @@ class EdgeTpuDevice(LiteRTDevice):
                      flag="--edgetpu-compile-timeout", type=float, default=600.0),
     )
     kernel = "edgetpu"
+    #: its runtime is libedgetpu beside LiteRT: LiteRT's two-runtime timing would time the host CPU
+    benchmark_runtimes = Device.benchmark_runtimes
     mixed_precision_cost = ("the Edge TPU runs int8 ops only: edgetpu_compiler maps the graph up to the "
                             "first float op and every op from there on runs on the host CPU")
 

@@ -38,18 +38,22 @@ class LiteRTCompiledDevice(LiteRTDevice):
     role = Role.HOST_CPU
     kernel = "xnnpack"
     worker = COMPILED_WORKER
+    api = "compiled"
 
     def probe(self) -> Availability:
-        if not compiled_model_available():
+        if self.option_error:
+            return Availability(False, self.option_error)
+        package = self.runtime_package
+        if package is None or (not (package.folder / "compiled_model.py").is_file() if self.runtime_root
+                               else not compiled_model_available()):
             return Availability(False, f"LiteRT's CompiledModel API is not importable: pip install {RUNTIME}")
-        return Availability(True, f"{RUNTIME} {litert_version()} CompiledModel on {platform.machine()}",
-                            {"runtime": RUNTIME, "api": "CompiledModel"})
+        return Availability(True, f"{package.module} {package.version} CompiledModel on {platform.machine()}",
+                            {"runtime": package.module, "api": "CompiledModel"})
 
     def describe(self) -> dict:
-        described = {**super().describe(), "runtime": RUNTIME, "version": litert_version(), "api": "CompiledModel",
-                     "accelerator": "CPU"}
+        described = {**super().describe(), "api": "CompiledModel", "accelerator": "CPU"}
         described.pop("resolver", None)  # the Interpreter's op resolver: CompiledModel has none
         return described
 
     def _request(self, **kw) -> dict:
-        return {"num_threads": self.num_threads, **kw}
+        return {**self._common_request(), **kw}

@@ -31,6 +31,7 @@ import numpy as np
 
 from qat_harness.core.child import serve_once
 from qat_harness.core.tflite import inspect_model
+from qat_harness.devices.litert import runtime
 from qat_harness.devices.litert.worker import run_examples, time_models
 
 PARTITIONED = re.compile(r"Partitioned subgraph<(\d+)>, selected (\d+) ops, from a total of (\d+) ops\. "
@@ -176,6 +177,7 @@ def bench(req: dict) -> dict:
 
 
 def handle(req: dict) -> dict:
+    runtime.activate(req.get("runtime_root"))
     return {"run": run_batch, "bench": bench}[req["mode"]](req)
 
 

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from qat_harness.devices.base import Availability, Delegation, DeviceError, DeviceOption, Role
+from qat_harness.devices.base import Availability, Delegation, Device, DeviceError, DeviceOption, Role
 from qat_harness.devices.litert.compiled import LiteRTCompiledDevice, compiled_model_available, litert_version
 
 DEFAULT_VENDOR = "intel_openvino"
@@ -129,6 +129,8 @@ class LiteRTNpuDevice(LiteRTCompiledDevice):
     role = Role.ACCELERATOR
     kernel = "openvino"
     runs_on_host = True  # the OpenVINO dispatch's graph backend is this CPU
+    #: the vendor's dispatch and compiler plug-in are found in the installed package only
+    benchmark_runtimes = Device.benchmark_runtimes
     options = (
         DeviceOption("vendor", f"vendor dispatch of LiteRT's NPU accelerator: {', '.join(VENDORS)}",
                      flag="--litert-npu-vendor", default=DEFAULT_VENDOR),

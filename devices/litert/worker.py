@@ -3,7 +3,8 @@ tflite_runtime fallback) and either runs a batch of inputs or times models on th
 harness's one schedule (``bench``, ``core.timing``).
 
 Invoked as ``python -m qat_harness.devices.litert.worker request.json response.json``; see
-``core.child``. Keep this module free of TensorFlow imports: it must start fast.
+``core.child``. A request's ``runtime_root`` loads LiteRT from that folder
+(``devices.litert.runtime``). Keep this module free of TensorFlow imports: it must start fast.
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import numpy as np
 from qat_harness.core import timing
 from qat_harness.core.child import serve_once
 from qat_harness.devices.base import load_inputs
+from qat_harness.devices.litert import runtime
 
 
 def _interpreter_module():
     try:
         from ai_edge_litert import interpreter as litert
         return litert, "ai-edge-litert"
-    except ImportError:  # optional fallback, e.g. a numpy-1 environment with tflite_runtime
-        from tflite_runtime import interpreter as litert  # type: ignore
+    except ImportError as first:  # optional fallback, e.g. a numpy-1 environment with tflite_runtime
+        try:
+            from tflite_runtime import interpreter as litert  # type: ignore
+        except ImportError:
+            raise first from None   # why ai_edge_litert failed, not that the fallback is absent
         return litert, "tflite_runtime"
 
 
@@ -140,6 +145,7 @@ def bench(req: dict) -> dict:
 
 
 def handle(req: dict) -> dict:
+    runtime.activate(req.get("runtime_root"))
     return {"run": run_batch, "bench": bench}[req["mode"]](req)
 
 

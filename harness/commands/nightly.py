@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qat_harness.commands.device_options import device_option_values
 from qat_harness.commands.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE
 from qat_harness.commands.folders import new_run_folder
 from qat_harness.commands.run import add_run_arguments, execute_run
@@ -14,7 +16,10 @@ from qat_harness.option_definitions import add_history_option, at_least
 
 if TYPE_CHECKING:
     from qat_harness.compare.blame import Timer
+    from qat_harness.compare.night_facts import RuntimeStore
+    from qat_harness.options import RunOptions
     from qat_harness.record.report import Report
+    from qat_harness.record.tree import RunReport
 
 DEFAULT_FOLDER = Path("reports/nightly")
 
@@ -50,6 +55,7 @@ def cmd_nightly(args: argparse.Namespace,
     from qat_harness.writers.text import visible
 
     folder = args.out or DEFAULT_FOLDER
+    given = device_option_values(args)
     if args.from_report is not None:
         run = finished_report(args.from_report)
     run_dir = new_run_folder(folder, clock().strftime("%Y-%m-%d-%H%M%S"))
@@ -66,8 +72,11 @@ def cmd_nightly(args: argparse.Namespace,
     run_id = history.record(db, report.run, report.json_path)
     store = night_facts.FileStore.beside(folder)
     tonight = night_facts.record_night(db, run_id, report.run, store)
+    runtimes = night_facts.RuntimeStore.beside(folder)
+    keep_runtimes(report.run, runtimes, given)
     previous = history.previous_report(db, run_id)
     if previous is None:
+        runtimes.prune({r.digest for r in night_facts.device_runtimes(report.run).values()})
         print(visible(render_history(db, folder / "history.html").text()))
         print("nightly: first recorded run, nothing to compare with yet")
         return EXIT_OK
@@ -78,13 +87,51 @@ def cmd_nightly(args: argparse.Namespace,
                              earlier_speedups=night_facts.earlier_speedups(db, run_id))
     verdict = nightly_gate.judge_night(result, baseline, report.run,
                                        night_facts.digests_of(db, previous_id) if previous_id else {},
-                                       tonight, store, timer or nightly_gate.device_timer(report.run))
+                                       tonight, store, timer or nightly_gate.device_timer(
+                                           retime_options(report.run, given, args.from_report is not None)),
+                                       runtimes)
+    runtimes.prune({r.digest for run in (baseline, report.run) for r in night_facts.device_runtimes(run).values()})
     night_facts.record_findings(db, run_id, verdict.findings())
     print(visible(render_history(db, folder / "history.html").text()))
     text = compare_text.render(verdict.comparison) + "\n" + verdict.text()
     write_atomically(run_dir / "compare.txt", text + "\n")
     print(text)
     return EXIT_GATE if verdict.regressions else EXIT_OK
+
+
+def retime_options(run: RunReport, given: dict, from_report: bool) -> RunOptions:
+    """The options the confirming re-time opens devices with: the run's own, or for a finished
+    report this command line's (a report's own could name any program or runtime folder, and a
+    report is data, never a reason to run something)."""
+    from qat_harness.devices import registry
+
+    if not from_report:
+        return run.options
+    known = [name for name in run.devices if name in registry.entries()]
+    return dataclasses.replace(run.options, device_options=registry.split_options(known, given))
+
+
+def keep_runtimes(run: RunReport, store: RuntimeStore, given: dict) -> None:
+    """Keep, by digest, the runtime packages tonight's devices loaded, for a later night to load
+    beside its own: only the installed one and one this command line named (``--litert-runtime``).
+    A report names its runtime's folder, and a folder a report names is never imported."""
+    from qat_harness.compare.night_facts import device_runtimes
+    from qat_harness.devices.litert import runtime
+
+    named = given.get("litert_runtime")
+    trusted = {p.folder for p in (runtime.installed(), _in_folder(named) if named else None) if p is not None}
+    for kept in device_runtimes(run).values():
+        if kept.path is not None and kept.path.resolve() in trusted:
+            store.keep(kept)
+
+
+def _in_folder(root):
+    from qat_harness.devices.litert import runtime
+
+    try:
+        return runtime.in_folder(root)
+    except ValueError:
+        return None
 
 
 def finished_report(path: Path) -> Callable[..., tuple[int, "Report"]]:

@@ -4,12 +4,39 @@ explains a jump in a trend better than any statistic)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from qat_harness.record.tree import DeviceDescription, RunReport
 
 # The libraries whose version decides the numbers; the others are listed but not flagged.
 DECISIVE_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
                       "tflite-runtime", "openvino")
+#: The installed packages a device's own runtime identity (``DeviceRuntime``) speaks for.
+RUNTIME_LIBRARIES = ("ai-edge-litert", "tflite-runtime")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRuntime:
+    """The runtime package a device loaded, as its description says (LiteRT's devices say it):
+    the digest of its files tells a new build from the old one even under one version number,
+    and names what the device loaded rather than what pip installed."""
+    module: str
+    version: str | None
+    digest: str
+    path: Path | None
+
+    @classmethod
+    def of(cls, description: DeviceDescription) -> "DeviceRuntime | None":
+        facts = description.facts
+        module, digest = facts.get("runtime"), facts.get("runtime_digest")
+        if not isinstance(module, str) or not isinstance(digest, str) or not digest:
+            return None
+        version, path = facts.get("runtime_version"), facts.get("runtime_path")
+        return cls(module, str(version) if version is not None else None, digest,
+                   Path(path) if isinstance(path, str) and path else None)
+
+    def text(self) -> str:
+        return f"{self.module} {self.version or '(version unknown)'} (sha256 {self.digest[:12]})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +50,7 @@ class NightEnvironment:
     libraries: dict[str, str] = dataclasses.field(default_factory=dict)
     devices: dict[str, str] = dataclasses.field(default_factory=dict)   # name -> what it was (e.g. serial)
     roles: dict[str, str] = dataclasses.field(default_factory=dict)     # name -> 'host-cpu', 'accelerator', ...
+    runtimes: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> its runtime (DeviceRuntime.text)
 
     @classmethod
     def from_report(cls, run: RunReport) -> "NightEnvironment":
@@ -31,7 +59,9 @@ class NightEnvironment:
                    harness_version=env.harness_version, num_threads=env.num_threads,
                    libraries=dict(env.libraries),
                    devices={name: _device_identity(d) for name, d in run.devices.items()},
-                   roles={name: d.role.value for name, d in run.devices.items() if d.role is not None})
+                   roles={name: d.role.value for name, d in run.devices.items() if d.role is not None},
+                   runtimes={name: r.text() for name, d in run.devices.items()
+                             if (r := DeviceRuntime.of(d)) is not None})
 
     @classmethod
     def from_dict(cls, d: dict) -> "NightEnvironment":
@@ -69,17 +99,30 @@ def environment_changes(before: NightEnvironment, after: NightEnvironment) -> li
     for dev in sorted(set(before.devices) & set(after.devices)):
         if before.devices[dev] != after.devices[dev]:
             changes.append(f"device {dev}: {before.devices[dev]} -> {after.devices[dev]}")
+    changes += [line for dev in sorted(set(before.runtimes) & set(after.runtimes))
+                if (line := device_runtime_change(before, after, dev))]
     return changes
 
 
 def runtime_changes(before: NightEnvironment, after: NightEnvironment, device: str) -> list[str]:
     """The changes that can move one device's numbers without the model file or the machine:
-    a decisive library's version, the Python, the harness, the device's runtime or identity."""
+    a decisive library's version, the Python, the harness, the device's runtime or identity.
+    Where the device names its runtime both nights, that line speaks for the runtime's library
+    (``RUNTIME_LIBRARIES``), whose installed version may not be what the device loaded."""
+    runtime = device_runtime_change(before, after, device)
+    known = device in before.runtimes and device in after.runtimes
     changes = [f"{lib} {before.libraries[lib]} -> {after.libraries[lib]}" for lib in DECISIVE_LIBRARIES
-               if before.libraries.get(lib) not in (None, after.libraries.get(lib)) and lib in after.libraries]
+               if before.libraries.get(lib) not in (None, after.libraries.get(lib)) and lib in after.libraries
+               and not (known and lib in RUNTIME_LIBRARIES)]
     for label, a, b in (("python", before.python, after.python),
                         ("qat-harness", before.harness_version, after.harness_version),
                         (f"device {device}", before.devices.get(device), after.devices.get(device))):
         if a != b and a is not None and b is not None:
             changes.append(f"{label} {a} -> {b}")
-    return changes
+    return changes + ([runtime] if runtime else [])
+
+
+def device_runtime_change(before: NightEnvironment, after: NightEnvironment, device: str) -> str | None:
+    """'device cpu runtime A -> B' when the runtime package the device loaded changed."""
+    a, b = before.runtimes.get(device), after.runtimes.get(device)
+    return f"device {device} runtime {a} -> {b}" if a is not None and b is not None and a != b else None

@@ -3,7 +3,8 @@ tables): the machine during each device's timing, the digest of each timed file,
 gate concluded (a busy machine, a confirmed regression and its cause). The timed files
 themselves go into ``files/`` next to history.sqlite, named by their sha256 (content-addressed:
 a file unchanged for a month is kept once), so that a later night can re-time last night's
-files beside its own."""
+files beside its own; the runtime package each device loaded goes into ``runtimes/``, by the
+digest of its files, so that a night with a new runtime can time last night's beside it."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 
 from qat_harness import history_store
 from qat_harness.compare import load
-from qat_harness.core.files import file_digest
+from qat_harness.compare.machine import DeviceRuntime
+from qat_harness.core.files import BYTECODE_FOLDER, file_digest, folder_digest
 from qat_harness.history_store import HistoryLocation
 from qat_harness.record.tree import RunReport
 
@@ -62,6 +64,56 @@ class FileStore:
         for f in self.folder.glob("*.tflite") if self.folder.is_dir() else ():
             if f.stem not in keep:
                 f.unlink(missing_ok=True)
+
+
+RUNTIMES_FOLDER = "runtimes"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeStore:
+    """Runtime packages kept by the digest of their files: ``runtimes/<digest>/<module>/``,
+    a folder a child process imports the runtime from (``devices.litert.runtime.activate``).
+    A copy is used only while its files still have its digest: what is imported is what was
+    timed that night."""
+    folder: Path
+
+    @classmethod
+    def beside(cls, folder: Path) -> "RuntimeStore":
+        return cls(Path(folder) / RUNTIMES_FOLDER)
+
+    def root(self, runtime: DeviceRuntime) -> Path:
+        return self.folder / runtime.digest
+
+    def keep(self, runtime: DeviceRuntime) -> bool:
+        """Copy the package the device loaded (once per digest); False when it is not where the
+        report says or no longer what it was (a report from another machine, an upgrade since)."""
+        if self.kept(runtime) is not None:
+            return True
+        if runtime.path is None or not runtime.path.is_dir() or folder_digest(runtime.path) != runtime.digest:
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(dir=self.folder, prefix=".incoming-"))
+        try:
+            shutil.copytree(runtime.path, incoming / runtime.module, ignore=shutil.ignore_patterns(BYTECODE_FOLDER))
+            shutil.rmtree(self.root(runtime), ignore_errors=True)
+            os.replace(incoming, self.root(runtime))
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+        return True
+
+    def kept(self, runtime: DeviceRuntime) -> Path | None:
+        """The root to import the kept copy from, while it still has its digest; else None."""
+        package = self.root(runtime) / runtime.module
+        return self.root(runtime) if package.is_dir() and folder_digest(package) == runtime.digest else None
+
+    def prune(self, keep: set[str]) -> None:
+        for kept in self.folder.iterdir() if self.folder.is_dir() else ():
+            if kept.is_dir() and kept.name not in keep:
+                shutil.rmtree(kept, ignore_errors=True)
+
+
+def device_runtimes(run: RunReport) -> dict[str, DeviceRuntime]:
+    return {name: r for name, d in run.devices.items() if (r := DeviceRuntime.of(d)) is not None}
 
 
 @dataclasses.dataclass(frozen=True)

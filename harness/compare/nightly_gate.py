@@ -8,11 +8,12 @@ import dataclasses
 from pathlib import Path
 
 from qat_harness.compare import Comparison, Finding
-from qat_harness.compare.blame import Blame, Suspect, Timed, Timer, settle
+from qat_harness.compare.blame import Blame, RuntimeChange, Subject, Suspect, Timed, Timer, settle
 from qat_harness.compare.gates import MIN_NOISE_PAIRS, LatencyGate, LatencyRule, Outcome
 from qat_harness.compare.load import QUIET
-from qat_harness.compare.machine import NightEnvironment, runtime_changes
-from qat_harness.compare.night_facts import Digests, FileStore, GateFinding
+from qat_harness.compare.machine import NightEnvironment, device_runtime_change, runtime_changes
+from qat_harness.compare.night_facts import Digests, FileStore, GateFinding, RuntimeStore, device_runtimes
+from qat_harness.options import RunOptions
 from qat_harness.record.tree import RunReport
 
 LOOKS_SLOWER = (Outcome.REGRESSION, Outcome.WITHIN_NOISE, Outcome.MACHINE_BUSY)
@@ -66,9 +67,11 @@ class NightVerdict:
         return out
 
 
-def suspects(comparison: Comparison, tonight: Digests, previous: Digests) -> list[tuple[Suspect, bool]]:
+def suspects(comparison: Comparison, tonight: Digests, previous: Digests,
+             new_runtime: frozenset[str] = frozenset()) -> list[tuple[Suspect, bool]]:
     """One suspect per model and device whose latency or int8/float ratio looks slower, or whose
-    timed files changed (only a re-time can judge those on a busy night); with whether it
+    timed files changed, or whose device loaded a new runtime (``new_runtime``: only a re-time
+    can judge those on a busy night, or beside a night-to-night spread); with whether it
     looked regressed (a changed file re-timed and found not slower is then no finding at all).
     A suspect is *significant* (a new runtime may be blamed for it) only when its interval
     includes the night-to-night spread of earlier nights: one night's interval does not know
@@ -93,22 +96,27 @@ def suspects(comparison: Comparison, tonight: Digests, previous: Digests) -> lis
     out = []
     for model, device in sorted(timed):
         looked = (model, device) in why
-        if not looked and model not in changed_models:
+        if not looked and model not in changed_models and device not in new_runtime:
             continue
-        reasons = why.get((model, device)) or ["tonight's files changed"]
+        reasons = why.get((model, device)) or ["tonight's files changed" if model in changed_models
+                                               else f"{device} loaded a new runtime"]
         out.append((Suspect(model, device, "; ".join(reasons), (model, device) in significant,
                             comparison.machine.get((model, device), QUIET)), looked))
     return out
 
 
 def judge_night(comparison: Comparison, baseline: RunReport, current: RunReport, previous: Digests,
-                tonight: Digests, store: FileStore, timer: Timer) -> NightVerdict:
+                tonight: Digests, store: FileStore, timer: Timer,
+                runtimes: RuntimeStore | None = None) -> NightVerdict:
+    """``runtimes``: where last night's runtime packages are kept (None: nowhere)."""
     gate = LatencyGate(tolerance=comparison.latency_tolerance, confidence=comparison.confidence)
     env_before, env_after = NightEnvironment.from_report(baseline), NightEnvironment.from_report(current)
+    changed_runtime = new_runtimes(baseline, current, env_before, env_after, runtimes)
     blames = []
-    for suspect, looked in suspects(comparison, tonight, previous):
+    for suspect, looked in suspects(comparison, tonight, previous, frozenset(changed_runtime)):
         blame = settle(suspect, previous, tonight, store, timer,
-                       runtime_changes(env_before, env_after, suspect.device), gate)
+                       runtime_changes(env_before, env_after, suspect.device), gate,
+                       changed_runtime.get(suspect.device))
         if blame.regression or looked:
             blames.append(blame)
     confirmed = {(b.model, b.device) for b in blames if b.regression}
@@ -124,20 +132,40 @@ def judge_night(comparison: Comparison, baseline: RunReport, current: RunReport,
                         {key: j.text() for key, j in tonight_only.items() if j.busy})
 
 
-def device_timer(run: RunReport) -> Timer:
-    """Times files on one of the run's devices, opened with the run's options, in one ABBA
-    schedule (the device's ``benchmark``), fed zeros of each file's input shape and type."""
-    def timer(device: str, labels: dict[str, Path]) -> Timed:
+def new_runtimes(baseline: RunReport, current: RunReport, env_before: NightEnvironment,
+                 env_after: NightEnvironment, runtimes: RuntimeStore | None) -> dict[str, RuntimeChange]:
+    """device -> how its runtime changed since last night, and where last night's is kept."""
+    before, after = device_runtimes(baseline), device_runtimes(current)
+    out = {}
+    for device in sorted(set(before) & set(after)):
+        if before[device].digest == after[device].digest:
+            continue
+        kept = runtimes.kept(before[device]) if runtimes is not None else None
+        out[device] = RuntimeChange(
+            device_runtime_change(env_before, env_after, device) or f"device {device} runtime changed", kept,
+            None if kept else f"last night's {before[device].text()} is not kept"
+                              + (f" in {runtimes.folder}" if runtimes is not None else ""))
+    return out
+
+
+def device_timer(opts: RunOptions) -> Timer:
+    """Times files on one of the run's devices, opened with the options ``opts``, in one ABBA
+    schedule (the device's ``benchmark``, or ``benchmark_runtimes`` where some are loaded by
+    another runtime), fed zeros of each file's input shape and type."""
+    def timer(device: str, labels: dict[str, Subject]) -> Timed:
         from qat_harness.devices import registry
 
-        opts = run.options
         dev = registry.create(device, num_threads=opts.num_threads, **opts.device_options.get(device, {}))
         try:
             settings = dataclasses.replace(opts.bench, num_threads=opts.num_threads,
                                            min_seconds=max(opts.bench.min_seconds, CONFIRM_MIN_SECONDS),
                                            min_runs=max(opts.bench.min_runs, CONFIRM_MIN_RUNS),
                                            max_runs=max(opts.bench.max_runs, CONFIRM_MIN_RUNS))
-            bench = dev.benchmark(labels, {label: zero_inputs(path) for label, path in labels.items()}, settings)
+            files = {label: subject.file for label, subject in labels.items()}
+            inputs = {label: zero_inputs(path) for label, path in files.items()}
+            runtimes = {label: subject.runtime for label, subject in labels.items()}
+            bench = (dev.benchmark_runtimes(files, runtimes, inputs, settings) if any(runtimes.values())
+                     else dev.benchmark(files, inputs, settings))
         finally:
             dev.close()
         blocks = bench.details.get("blocks")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from qat_harness.core.errors import UsageError
-from qat_harness.core.files import file_digest, regular_file
+from qat_harness.core.files import file_digest, folder_digest, regular_file
 
 
 @pytest.mark.timeout(60, method="signal")
@@ -45,3 +45,16 @@ def test_file_digest_is_sha256_of_the_bytes(tmp_path):
     data = os.urandom(3 << 20)  # more than one read
     (tmp_path / "f").write_bytes(data)
     assert file_digest(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_folder_digest_follows_content_and_paths_not_location_or_bytecode(tmp_path):
+    for copy in ("a", "b"):
+        (tmp_path / copy / "pkg" / "__pycache__").mkdir(parents=True)
+        (tmp_path / copy / "pkg" / "__init__.py").write_text("x = 1\n")
+    (tmp_path / "b" / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"written on import")
+    assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")
+    (tmp_path / "b" / "pkg" / "__init__.py").write_text("x = 2\n")
+    assert folder_digest(tmp_path / "a") != folder_digest(tmp_path / "b")
+    (tmp_path / "b" / "pkg" / "__init__.py").rename(tmp_path / "b" / "pkg" / "other.py")
+    (tmp_path / "b" / "pkg" / "other.py").write_text("x = 1\n")
+    assert folder_digest(tmp_path / "a") != folder_digest(tmp_path / "b")

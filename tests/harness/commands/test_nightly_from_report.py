@@ -41,3 +41,22 @@ def test_a_piece_of_a_sharded_night_is_refused_in_one_line(tmp_path, capsys):
     code = cli.main(["nightly", "--out", str(tmp_path / "nightly"), "--from-report", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_finished_reports_device_options_are_not_what_the_retime_opens_devices_with(tmp_path, monkeypatch):
+    """A report is data: its devices are re-timed with this command line's options, never with
+    a program or runtime folder the report names."""
+    from qat_harness.compare import nightly_gate
+
+    opened = []
+
+    def capturing(opts):
+        opened.append(opts.device_options)
+        return lambda device, labels: (_ for _ in ()).throw(RuntimeError("not timed here"))
+    monkeypatch.setattr(nightly_gate, "device_timer", capturing)
+    nightly = tmp_path / "nightly"
+    for day, int8_ms in ((1, 0.5), (2, 0.8)):
+        run = recorded_reports.night(f"2026-01-0{day}T02:00:00+00:00", seed=day, int8_ms=int8_ms)
+        run.options = dataclasses.replace(run.options, device_options={"cpu": {"litert_runtime": str(tmp_path)}})
+        cli.main(["nightly", "--out", str(nightly), "--from-report", _finished(tmp_path, f"merged{day}", run)])
+    assert opened == [{name: {} for name in run.devices}]

@@ -12,7 +12,7 @@ from qat_harness import compare
 from qat_harness.compare import blame, load
 from qat_harness.compare.blame import Cause, Suspect, Timed
 from qat_harness.compare.gates import LatencyGate, Outcome
-from qat_harness.compare.machine import NightEnvironment, runtime_changes
+from qat_harness.compare.machine import NightEnvironment, environment_changes, runtime_changes
 from qat_harness.compare.night_facts import FileStore
 from qat_harness.compare.ratios import compare_ratio
 from qat_harness.stats import RatioCI
@@ -110,6 +110,20 @@ def test_runtime_changes_are_the_decisive_libraries_and_the_device_not_the_cpu()
     assert runtime_changes(before, before, "cpu") == []
 
 
+def test_a_device_that_names_its_runtime_speaks_for_the_runtimes_library():
+    """The runtime line tells a rebuild from the build under one version, and names what the
+    device loaded (``--litert-runtime``), which the installed version may not be."""
+    before = NightEnvironment(libraries={"ai-edge-litert": "2.3.0", "tensorflow": "2.21.0"},
+                              runtimes={"cpu": "ai_edge_litert 2.3.0 (sha256 aaaa)"})
+    after = NightEnvironment(libraries={"ai-edge-litert": "2.4.0", "tensorflow": "2.22.0"},
+                             runtimes={"cpu": "ai_edge_litert 2.3.0 (sha256 bbbb)"})
+    line = "device cpu runtime ai_edge_litert 2.3.0 (sha256 aaaa) -> ai_edge_litert 2.3.0 (sha256 bbbb)"
+    assert runtime_changes(before, after, "cpu") == ["tensorflow 2.21.0 -> 2.22.0", line]
+    assert line in environment_changes(before, after)
+    # a device that names no runtime (a phone) is judged on the installed libraries
+    assert "ai-edge-litert 2.3.0 -> 2.4.0" in runtime_changes(before, after, "android-cpu")
+
+
 # -- re-timing with a fake timer -------------------------------------------------------------------
 def _store_with(tmp_path, contents: dict[str, bytes]) -> tuple[FileStore, dict[str, str]]:
     store = FileStore(tmp_path / "files")
@@ -150,7 +164,7 @@ def test_a_changed_file_is_retimed_beside_last_nights_and_a_20_percent_slowdown_
     assert b.retimed[0].ratio.ratio == pytest.approx(1.2, rel=0.02)
     (device, labels), = timer.calls
     assert device == "cpu" and set(labels) == {"previous:qat_int8", "tonight:qat_int8"}
-    assert labels["previous:qat_int8"] == store.path(d["old.tflite"])
+    assert labels["previous:qat_int8"] == blame.Subject(store.path(d["old.tflite"]))
 
 
 def test_a_changed_file_as_fast_as_last_nights_is_not_blamed(tmp_path):
@@ -189,7 +203,7 @@ class NoisyTimer:
 
 
 def test_an_undecided_retime_is_timed_again_with_its_rounds_pooled(tmp_path):
-    pairs = {"qat_int8": (tmp_path / "old.tflite", tmp_path / "new.tflite")}
+    pairs = {"qat_int8": (blame.Subject(tmp_path / "old.tflite"), blame.Subject(tmp_path / "new.tflite"))}
     one = blame.retime(NoisyTimer(1.2), "cpu", pairs, GATE, max_schedules=1)
     assert blame.undecided(one[0], GATE) and one[0].ratio.n_pairs == 6
     timer = NoisyTimer(1.2, rounds=6)
@@ -200,5 +214,98 @@ def test_an_undecided_retime_is_timed_again_with_its_rounds_pooled(tmp_path):
 
 def test_a_decided_retime_is_timed_once(tmp_path):
     timer = FakeTimer(1.0, rounds=30)
-    out = blame.retime(timer, "cpu", {"qat_int8": (tmp_path / "a", tmp_path / "b")}, GATE)
+    out = blame.retime(timer, "cpu", {"qat_int8": (blame.Subject(tmp_path / "a"), blame.Subject(tmp_path / "b"))},
+                       GATE)
     assert len(timer.calls) == 1 and out[0].outcome is Outcome.UNCHANGED
+
+
+# -- a new runtime re-timed beside last night's ---------------------------------------------------
+class RuntimeTimer(FakeTimer):
+    """Files loaded by a kept runtime (``Subject.runtime`` set: last night's) run ``1 / slowdown``
+    as long as under the device's own (tonight's); every round meets a load of its own."""
+
+    def __call__(self, device: str, labels: dict) -> Timed:
+        self.calls.append((device, dict(labels)))
+        rng = np.random.default_rng(0)
+        loads = rng.uniform(1.0, 3.0, self.rounds)
+        return Timed({label: [float(2.0 * (1.0 if subject.runtime else self.slowdown) * load_ * rng.normal(1, 0.01))
+                              for load_ in loads for _ in range(self.per_block)]
+                      for label, subject in labels.items()}, self.per_block)
+
+
+RUNTIME_LINE = "device cpu runtime ai_edge_litert 2.3.0 (sha256 aaaa) -> ai_edge_litert 2.3.0 (sha256 bbbb)"
+
+
+def _runtime_night(tmp_path):
+    store, d = _store_with(tmp_path, {"f.tflite": b"float model", "q.tflite": b"int8 model"})
+    files = {("m", "float"): d["f.tflite"], ("m", "qat_int8"): d["q.tflite"]}
+    kept = tmp_path / "runtimes" / "aaaa"
+    kept.mkdir(parents=True)
+    return store, files, blame.RuntimeChange(RUNTIME_LINE, kept)
+
+
+def test_a_new_runtime_is_retimed_beside_the_kept_one_and_blamed_on_a_busy_night(tmp_path):
+    store, files, change = _runtime_night(tmp_path)
+    timer = RuntimeTimer(1.2)
+    busy = dataclasses.replace(SUSPECT, machine=BUSY)        # not significant either: only the re-time decides
+    b = blame.settle(busy, files, files, store, timer, [RUNTIME_LINE], GATE, change)
+    assert b.regression and b.cause is Cause.RUNTIME
+    assert "loaded by tonight's runtime vs last night's" in b.text and RUNTIME_LINE in b.text
+    # one schedule per file: two processes alternating four blocks paired far worse under load
+    assert [{label: (s.file.name, s.runtime) for label, s in labels.items()} for _, labels in timer.calls] == [
+        {"previous:float": (f"{files[('m', 'float')]}.tflite", change.kept),
+         "tonight:float": (f"{files[('m', 'float')]}.tflite", None)},
+        {"previous:qat_int8": (f"{files[('m', 'qat_int8')]}.tflite", change.kept),
+         "tonight:qat_int8": (f"{files[('m', 'qat_int8')]}.tflite", None)}]
+
+
+def test_a_new_runtime_as_fast_as_the_old_one_is_cleared_even_where_the_ratio_was_significant(tmp_path):
+    store, files, change = _runtime_night(tmp_path)
+    significant = SUSPECT
+    b = blame.settle(significant, files, files, store, RuntimeTimer(1.0), [RUNTIME_LINE], GATE, change)
+    assert not b.regression and b.cause is Cause.MACHINE and "it is not slower" in b.text
+    # another version change stays judged by the significance rule
+    other = blame.settle(significant, files, files, store, RuntimeTimer(1.0),
+                         [RUNTIME_LINE, "python 3.11.7 -> 3.11.9"], GATE, change)
+    assert other.regression and other.cause is Cause.RUNTIME and "python 3.11.7 -> 3.11.9" in other.text
+
+
+def test_a_runtime_that_is_not_kept_falls_back_to_the_significance_rule(tmp_path):
+    store, files, change = _runtime_night(tmp_path)
+    lost = dataclasses.replace(change, kept=None, problem="last night's runtime is not kept")
+    timer = RuntimeTimer(1.2)
+    b = blame.settle(dataclasses.replace(SUSPECT, significant=False), files, files, store, timer,
+                     [RUNTIME_LINE], GATE, lost)
+    assert not b.regression and "could not be re-timed: last night's runtime is not kept" in b.text
+    assert not timer.calls
+    assert blame.settle(SUSPECT, files, files, store, timer, [RUNTIME_LINE], GATE, lost).regression
+
+
+def test_a_device_that_cannot_load_another_runtime_leaves_it_unconfirmed(tmp_path):
+    store, files, change = _runtime_night(tmp_path)
+
+    def refusing(device, labels):
+        raise RuntimeError("phone cannot load a kept runtime")
+    b = blame.settle(dataclasses.replace(SUSPECT, significant=False), files, files, store, refusing,
+                     [RUNTIME_LINE], GATE, change)
+    assert not b.regression and "RuntimeError: phone cannot load a kept runtime" in b.text
+
+
+class UndecidedRuntimeTimer(RuntimeTimer):
+    """Tonight's runtime 1.09x, each round's load on one runtime's block only: an interval
+    that reaches across the tolerance, however often it is timed."""
+
+    def __call__(self, device: str, labels: dict) -> Timed:
+        self.calls.append((device, dict(labels)))
+        rng = np.random.default_rng(len(self.calls))
+        return Timed({label: [float(2.0 * (1.0 if subject.runtime else 1.09) * load_)
+                              for load_ in rng.lognormal(0, 0.15, self.rounds) for _ in range(self.per_block)]
+                      for label, subject in labels.items()}, self.per_block)
+
+
+def test_an_undecided_runtime_retime_does_not_clear_the_runtime(tmp_path):
+    store, files, change = _runtime_night(tmp_path)
+    b = blame.settle(SUSPECT, files, files, store, UndecidedRuntimeTimer(1.0, rounds=8), [RUNTIME_LINE], GATE,
+                     change)
+    assert "it is not slower" not in b.text and "re-timed beside last night's:" in b.text
+    assert b.cause is Cause.RUNTIME      # left to the significance rule, as a runtime that cannot be re-timed
