@@ -249,6 +249,10 @@ class TraceSummary:
     markdown: str | None = None
     culprit: TraceCulprit | None = None
 
+    def finding(self) -> str:
+        """Its one-line finding, as every page says it."""
+        return self.culprit.describe() if self.culprit else "no layer departs beyond the thresholds"
+
 
 @dataclasses.dataclass
 class DeviceSection:

@@ -173,8 +173,7 @@ def _device_view(model: str, device: str, d: DeviceSection, m: ModelSection, run
 def _trace_line(d: DeviceSection) -> str | None:
     if d.trace is None:
         return None
-    return (f"Per-layer trace: {d.trace.culprit.describe()}" if d.trace.culprit
-            else "Per-layer trace: no layer departs beyond the thresholds")
+    return f"Per-layer trace: {d.trace.finding()}"
 
 
 def _accuracy_bars(top1: dict[str, float], n: int | None) -> list[plots.AccuracyBar]:

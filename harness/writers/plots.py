@@ -13,9 +13,11 @@ import io
 import os
 from collections.abc import Iterator
 
+from qat_harness.variants import Variant
 from qat_harness.writers.trends import Point
 
-VARIANT_LABELS = {"float": "float32", "ptq_int8": "PTQ int8", "qat_int8": "QAT int8"}
+#: drawn in this order, the other variants after them by name
+DRAWN_FIRST = (Variant.FLOAT, Variant.PTQ_INT8, Variant.QAT_INT8)
 VARIANT_COLOURS = {"float": "#7f7f7f", "ptq_int8": "#1f77b4", "qat_int8": "#d62728",
                    "ptq_vs_float": "#1f77b4", "qat_vs_float": "#d62728"}
 SPEEDUP_LABELS = {"qat_vs_float": "float / QAT int8", "ptq_vs_float": "float / PTQ int8"}
@@ -43,12 +45,16 @@ def text_only() -> Iterator[None]:
 
 
 def ordered_variants(variants) -> list[str]:
-    known = [v for v in VARIANT_LABELS if v in variants]
-    return known + sorted(v for v in variants if v not in VARIANT_LABELS)
+    first = [v.value for v in DRAWN_FIRST if v.value in variants]
+    return first + sorted(v for v in variants if v not in first)
 
 
 def variant_label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, variant)
+    """As reports name it (``Variant.label``); a name that is no variant, as it is."""
+    try:
+        return Variant(variant).label
+    except ValueError:
+        return variant
 
 
 def _to_data_uri(fig) -> str:

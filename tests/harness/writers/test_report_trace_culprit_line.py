@@ -26,3 +26,12 @@ def test_both_pages_show_local_and_carried_error():
 def test_a_culprit_without_local_error_reads_as_before():
     culprit = TraceCulprit(1, "FULLY_CONNECTED", "dense", "quantization")
     assert culprit.describe() == "op 1 FULLY_CONNECTED (layer dense), stage quantization"
+
+
+def test_a_trace_without_culprit_reads_the_same_on_both_pages():
+    run = recorded_reports.tiny()
+    run.models[recorded_reports.TINY_MODEL].devices["cpu"].trace = TraceSummary("trace.md", None)
+    run = recorded_reports.through_json(run)
+    assert "Per-layer trace (int8 and float do not agree on every input): no layer departs beyond the thresholds" \
+        in markdown.render(run).replace("\\", "")
+    assert "Per-layer trace: no layer departs beyond the thresholds" in html.render(run)
