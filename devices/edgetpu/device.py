@@ -32,7 +32,7 @@ from qat_harness.devices.base import (
 )
 from qat_harness.devices.edgetpu import compiler as etc
 from qat_harness.devices.edgetpu import runtime as etr
-from qat_harness.devices.litert.cpu import LiteRTDevice, litert_runtime
+from qat_harness.devices.litert.cpu import LiteRTDevice
 
 SIMULATOR_ENV = "QAT_EDGETPU_SIMULATOR"
 DEVICE_ENV = "QAT_EDGETPU_DEVICE"
@@ -134,7 +134,7 @@ class EdgeTpuDevice(LiteRTDevice):
         if problem:
             missing["compiler"] = problem
         if self.simulated:
-            if litert_runtime() is None:
+            if self.runtime_package is None:
                 missing["litert"] = "no LiteRT runtime to simulate the Edge TPU on: pip install ai-edge-litert"
         else:
             if self.runtime is None:
@@ -172,7 +172,8 @@ class EdgeTpuDevice(LiteRTDevice):
              "runtime_version": None, "host": f"{platform.system()} {platform.machine()}",
              "google_pycoral": etr.has_google_pycoral()}
         if self.simulated:
-            d["runtime_version"] = f"simulated: host CPU through {litert_runtime()}, no libedgetpu"
+            module = self.runtime_package.module if self.runtime_package else None
+            d["runtime_version"] = f"simulated: host CPU through {module}, no libedgetpu"
         elif self.runtime:
             try:
                 info = run_child(RUNTIME_MODULE, {"library": self.runtime}, timeout_s=30)

@@ -15,33 +15,21 @@ Keep it free of TensorFlow imports."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any
 
 from qat_harness.core import timing
 from qat_harness.core.child import serve_lines
-from qat_harness.devices.base import load_inputs
-from qat_harness.devices.litert import runtime
-from qat_harness.devices.litert.compiled_worker import Compiled
-from qat_harness.devices.litert.worker import make_interpreter, set_inputs
+from qat_harness.devices.litert import compiled_worker, runtime, worker
 
 _loaded: dict[str, Any] = {}
-
-
-def _loader(req: dict) -> Callable[[str], Any]:
-    if req.get("api") == "compiled":
-        return lambda path: Compiled(path, req.get("num_threads"), req.get("vendor"))
-    return lambda path: make_interpreter(path, req["resolver"], req.get("num_threads"), req.get("delegate"))
+#: the worker whose loader each ``api`` uses, so that a model is loaded here as it is there
+LOADERS = {"interpreter": worker.loader, "compiled": compiled_worker.loader}
 
 
 def load(req: dict) -> dict:
     runtime.activate(req.get("runtime_root"))
-    make = _loader(req)
-    first = {}
-    for label, path in req["models"].items():
-        model = make(path)
-        set_inputs(model, [x[:1] for x in load_inputs(req["inputs"][label])])
-        first[label] = timing.time_first_invoke(model.invoke)
-        _loaded[label] = model
+    models, first = worker.load_models(req, LOADERS[req.get("api", "interpreter")](req))
+    _loaded.update(models)
     return {"first_invoke_ms": first, "runtime": runtime.loaded()}
 
 

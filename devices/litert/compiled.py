@@ -44,8 +44,9 @@ class LiteRTCompiledDevice(LiteRTDevice):
         if self.option_error:
             return Availability(False, self.option_error)
         package = self.runtime_package
-        if package is None or (not (package.folder / "compiled_model.py").is_file() if self.runtime_root
-                               else not compiled_model_available()):
+        # a named folder is looked into; the installed package is found as Python would import it
+        if package is None or not ((package.folder / "compiled_model.py").is_file() if self.runtime_root
+                                   else compiled_model_available()):
             return Availability(False, f"LiteRT's CompiledModel API is not importable: pip install {RUNTIME}")
         return Availability(True, f"{package.module} {package.version} CompiledModel on {platform.machine()}",
                             {"runtime": package.module, "api": "CompiledModel"})

@@ -25,7 +25,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -171,8 +171,13 @@ def run_batch(req: dict) -> dict:
     return {"ok": True, "n": n, "ops": compiled.acceleration()}
 
 
+def loader(req: dict) -> Callable[[str], Compiled]:
+    """How this worker loads a model file: a CompiledModel, as the request asks."""
+    return lambda path: Compiled(path, req.get("num_threads"), req.get("vendor"))
+
+
 def bench(req: dict) -> dict:
-    timed, compiled = time_models(req, lambda path: Compiled(path, req.get("num_threads"), req.get("vendor")))
+    timed, compiled = time_models(req, loader(req))
     return {**timed, "ops": {label: model.acceleration() for label, model in compiled.items()}}
 
 

@@ -4,7 +4,6 @@ simple: the numeric oracle the other devices are compared with). ``null`` runs n
 measures the harness's own per-run overhead."""
 from __future__ import annotations
 
-import importlib.util
 import platform
 import re
 import tempfile
@@ -36,15 +35,6 @@ RUNTIME_OPTION = DeviceOption(
     "litert_runtime", "folder holding the LiteRT package to load instead of the installed one (e.g. made by "
                       "pip install --target DIR ai-edge-litert==X, to time another build)",
     flag="--litert-runtime")
-
-
-def litert_runtime() -> str | None:
-    """Which LiteRT Python runtime is importable: ai-edge-litert first, tflite_runtime as the
-    fallback (it needs numpy 1.x, so usually only in an environment of its own)."""
-    for mod in ("ai_edge_litert", "tflite_runtime"):
-        if importlib.util.find_spec(mod) is not None:
-            return mod
-    return None
 
 
 class LiteRTDevice(Device):

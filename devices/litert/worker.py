@@ -123,24 +123,33 @@ def _ops_summary(interp) -> dict:
             "cpu_ops": [d["op_name"] for d in original if d["index"] not in delegated]}
 
 
+def load_models(req: dict, load: Callable[[str], Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every model of the request loaded (``load(path)``) with its input set, and its first
+    invoke timed: the loaded models and the first invokes, by label."""
+    models, first = {}, {}
+    for label, path in req["models"].items():
+        models[label] = load(path)
+        set_inputs(models[label], [x[:1] for x in load_inputs(req["inputs"][label])])
+        first[label] = timing.time_first_invoke(models[label].invoke)
+    return models, first
+
+
 def time_models(req: dict, load: Callable[[str], Any]) -> tuple[dict, dict[str, Any]]:
-    """Every model loaded (``load(path)``), its first invoke timed, then the harness's one
-    schedule (``core.timing``: ABBA blocks on the same input). Returns the timings and the
-    loaded models by label."""
-    labels = list(req["models"])
-    interps, first = {}, {}
-    for label in labels:
-        interps[label] = load(req["models"][label])
-        set_inputs(interps[label], [x[:1] for x in load_inputs(req["inputs"][label])])
-        first[label] = timing.time_first_invoke(interps[label].invoke)
-    timed = timing.time_blocks({label: interps[label].invoke for label in labels},
+    """Every model loaded (``load_models``), then the harness's one schedule (``core.timing``:
+    ABBA blocks on the same input). Returns the timings and the loaded models by label."""
+    interps, first = load_models(req, load)
+    timed = timing.time_blocks({label: interp.invoke for label, interp in interps.items()},
                                timing.Schedule.from_request(req))
     return {**timed, "first_invoke_ms": first}, interps
 
 
+def loader(req: dict) -> Callable[[str], Any]:
+    """How this worker loads a model file: LiteRT's Interpreter, as the request asks."""
+    return lambda path: make_interpreter(path, req["resolver"], req.get("num_threads"), req.get("delegate"))
+
+
 def bench(req: dict) -> dict:
-    timed, interps = time_models(req, lambda path: make_interpreter(path, req["resolver"], req.get("num_threads"),
-                                                                    req.get("delegate")))
+    timed, interps = time_models(req, loader(req))
     return {**timed, "ops": {label: _ops_summary(interp) for label, interp in interps.items()}}
 
 

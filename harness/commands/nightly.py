@@ -120,7 +120,8 @@ def keep_runtimes(run: RunReport, store: RuntimeStore, given: dict) -> None:
 
     named = given.get("litert_runtime")
     trusted = {p.folder for p in (runtime.installed(), _in_folder(named) if named else None) if p is not None}
-    for kept in device_runtimes(run).values():
+    # once per package, however many devices loaded it: keeping reads and digests its files
+    for kept in {(r.digest, r.path): r for r in device_runtimes(run).values()}.values():
         if kept.path is not None and kept.path.resolve() in trusted:
             store.keep(kept)
 

@@ -133,17 +133,18 @@ def attribute(suspect: Suspect, files_changed: list[str], retimed: list[Retimed]
               runtime: Evidence | None = None) -> Blame:
     """The decision, from what changed and what re-timing showed: the files (``retimed``, None:
     nothing to re-time) and the runtime (``runtime``, None: it did not change)."""
-    confirmed = [r for r in retimed or () if r.outcome is Outcome.REGRESSION]
-    shown = "; ".join(r.explain() for r in retimed or ())
+    file_evidence = Evidence(f"the model file ({', '.join(files_changed)})", tuple(retimed) if retimed else None,
+                             retime_problem)
+    shown = file_evidence.shown()
     every = tuple(retimed or ()) + tuple(runtime.retimed or () if runtime else ())
     head = f"{suspect.why}"
-    if confirmed:
-        runtime_too = runtime is not None and runtime.confirmed
-        others = [c for c in version_changes if not (runtime_too and runtime and c == runtime.changed)]
+    if file_evidence.confirmed:
+        runtime_too = runtime if runtime is not None and runtime.confirmed else None
+        others = [c for c in version_changes if runtime_too is None or c != runtime_too.changed]
         return Blame(suspect.model, suspect.device, True, Cause.MODEL,
-                     f"{head}; confirmed: {shown}; changed: the model file ({', '.join(files_changed)})"
-                     + (f"; confirmed too: {runtime.shown()}; changed: {runtime.changed}"
-                        if runtime_too and runtime else "")
+                     f"{head}; confirmed: {shown}; changed: {file_evidence.changed}"
+                     + (f"; confirmed too: {runtime_too.shown()}; changed: {runtime_too.changed}"
+                        if runtime_too else "")
                      + (f"; also changed: {'; '.join(others)}" if others else ""), every)
     files = (f"the files changed ({', '.join(files_changed)}) but re-timed beside last night's they are not "
              f"slower ({shown})" if retimed else

@@ -137,10 +137,13 @@ def new_runtimes(baseline: RunReport, current: RunReport, env_before: NightEnvir
     """device -> how its runtime changed since last night, and where last night's is kept."""
     before, after = device_runtimes(baseline), device_runtimes(current)
     out = {}
+    kept_copies: dict[str, Path | None] = {}   # by digest: the devices of one package share its copy
     for device in sorted(set(before) & set(after)):
         if before[device].digest == after[device].digest:
             continue
-        kept = runtimes.kept(before[device]) if runtimes is not None else None
+        if before[device].digest not in kept_copies:
+            kept_copies[before[device].digest] = runtimes.kept(before[device]) if runtimes is not None else None
+        kept = kept_copies[before[device].digest]
         out[device] = RuntimeChange(
             device_runtime_change(env_before, env_after, device) or f"device {device} runtime changed", kept,
             None if kept else f"last night's {before[device].text()} is not kept"
