@@ -4,6 +4,7 @@ explains a jump in a trend better than any statistic)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from qat_harness.record.tree import DeviceDescription, RunReport
@@ -13,6 +14,7 @@ DECISIVE_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization",
                       "tflite-runtime", "openvino")
 #: The installed packages a device's own runtime identity (``DeviceRuntime``) speaks for.
 RUNTIME_LIBRARIES = ("ai-edge-litert", "tflite-runtime")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,9 @@ class DeviceRuntime:
     def of(cls, description: DeviceDescription) -> "DeviceRuntime | None":
         facts = description.facts
         module, digest = facts.get("runtime"), facts.get("runtime_digest")
-        if not isinstance(module, str) or not isinstance(digest, str) or not digest:
+        # both name folders of the kept runtimes: a report's values must be what they say
+        if not (isinstance(module, str) and module.isidentifier()
+                and isinstance(digest, str) and SHA256_HEX.fullmatch(digest)):
             return None
         version, path = facts.get("runtime_version"), facts.get("runtime_path")
         return cls(module, str(version) if version is not None else None, digest,

@@ -189,3 +189,15 @@ def test_a_runtime_folder_only_a_report_names_is_never_kept_nor_loaded(tmp_path)
                                                   new), timer, 2)
     assert code == 0 and not timer.calls, text
     assert "last night's runtime could not be re-timed" in text and "is not kept" in text
+
+
+def test_a_reports_runtime_digest_or_module_that_could_name_another_folder_is_no_runtime():
+    """The digest and the module name folders under runtimes/: a report's values that are not a
+    sha256 and an identifier are no runtime at all (nothing looked up, kept or loaded)."""
+    from qat_harness.compare.machine import DeviceRuntime
+
+    good = {"runtime": "ai_edge_litert", "runtime_version": "2.3.0", "runtime_digest": "a" * 64}
+    assert DeviceRuntime.of(DeviceDescription("cpu", None, False, good)) is not None
+    for bad in ({"runtime_digest": "../../etc"}, {"runtime_digest": "A" * 64}, {"runtime_digest": "a" * 63},
+                {"runtime": "../ai_edge_litert"}, {"runtime": "ai_edge_litert/.."}, {"runtime_digest": 7}):
+        assert DeviceRuntime.of(DeviceDescription("cpu", None, False, {**good, **bad})) is None, bad
